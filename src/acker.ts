@@ -1,0 +1,307 @@
+import { EventEmitter } from "node:events";
+import {
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageBatchCommand,
+  type Message,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
+import type { Logger } from "pino";
+import { backoffMs } from "./backoff.ts";
+import { BatchEntryError } from "./errors.ts";
+import type { RelayStats } from "./stats.ts";
+
+/** SQS caps a message's visibility at 12 hours from its receive. */
+const MAX_VISIBILITY_MS = 12 * 60 * 60 * 1000;
+const SQS_BATCH = 10;
+/** How long a partial delete batch waits for company before it is sent. */
+const DELETE_LINGER_MS = 5;
+const MAX_ENTRY_ATTEMPTS = 6;
+
+/** A received message on its way to deletion: held once, whatever copy of it came in last. */
+export interface Ticket {
+  readonly id: string;
+  /** The message as first received: its body and attributes go to the dead-letter queue if need be. */
+  readonly message: Message;
+  receiptHandle: string;
+  receiveCount: number;
+  /** When this copy was received (ms epoch); visibility is counted from here. */
+  receivedAtMs: number;
+  visibleUntilMs: number;
+  /** Outputs not yet delivered. */
+  pending: number;
+  state: "held" | "deleting" | "gone";
+}
+
+export interface AckerOptions {
+  queue: string;
+  queueUrl: string;
+  visibilityTimeoutSec: number;
+}
+
+type Change = { ticket: Ticket; visibilitySec: number; attempts: number; onDone?: () => void };
+type Delete = { ticket: Ticket; attempts: number };
+
+/**
+ * The ledger of un-acknowledged messages of one queue: it deletes a message once every output it
+ * produced is delivered, keeps the rest invisible with heartbeats, and releases what it gives back.
+ * Emits "free" whenever a message leaves the ledger, which reopens demand.
+ */
+export class Acker extends EventEmitter<{ free: [] }> {
+  readonly #sqs: SQSClient;
+  readonly #log: Logger;
+  readonly #stats: RelayStats;
+  readonly #options: AckerOptions;
+  readonly #held = new Map<string, Ticket>();
+  #deletes: Delete[] = [];
+  #changes: Change[] = [];
+  #deleteTimer: NodeJS.Timeout | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #inFlightCalls = 0;
+  #settled: (() => void)[] = [];
+
+  constructor(deps: { sqs: SQSClient; log: Logger; stats: RelayStats }, options: AckerOptions) {
+    super();
+    this.#sqs = deps.sqs;
+    this.#log = deps.log.child({ component: "acker" });
+    this.#stats = deps.stats;
+    this.#options = options;
+  }
+
+  /** Received but not yet deleted or released. */
+  get unacked(): number {
+    return this.#held.size;
+  }
+
+  /** Oldest receive time among held messages, for "how far behind" questions. */
+  oldestReceivedAtMs(): number | undefined {
+    let oldest: number | undefined;
+    for (const t of this.#held.values()) if (oldest === undefined || t.receivedAtMs < oldest) oldest = t.receivedAtMs;
+    return oldest;
+  }
+
+  start(): void {
+    const periodMs = Math.max(200, (this.#options.visibilityTimeoutSec * 1000) / 4);
+    this.#heartbeat = setInterval(() => this.#extendExpiring(), periodMs);
+  }
+
+  /**
+   * Registers a received message. Returns undefined for a copy of a message already held: its newer
+   * receipt handle replaces the old one, and the copy is not handled again.
+   */
+  track(message: Message, nowMs = Date.now()): Ticket | undefined {
+    const id = message.MessageId as string;
+    const visibleUntilMs = nowMs + this.#options.visibilityTimeoutSec * 1000;
+    const existing = this.#held.get(id);
+    if (existing) {
+      existing.receiptHandle = message.ReceiptHandle as string;
+      existing.receivedAtMs = nowMs;
+      existing.visibleUntilMs = visibleUntilMs;
+      this.#stats.duplicatesHeld++;
+      return undefined;
+    }
+    const ticket: Ticket = {
+      id,
+      message,
+      receiptHandle: message.ReceiptHandle as string,
+      receiveCount: Number(message.Attributes?.ApproximateReceiveCount ?? 1),
+      receivedAtMs: nowMs,
+      visibleUntilMs,
+      pending: 0,
+      state: "held",
+    };
+    this.#held.set(id, ticket);
+    return ticket;
+  }
+
+  /** The handler produced `outputs` outputs; the message is deleted once all are delivered. */
+  expect(ticket: Ticket, outputs: number): void {
+    if (outputs === 0) this.done(ticket);
+    else ticket.pending += outputs;
+  }
+
+  /** One output of this message was durably delivered. */
+  delivered(ticket: Ticket): void {
+    if (ticket.state !== "held") return;
+    ticket.pending--;
+    if (ticket.pending <= 0) this.done(ticket);
+  }
+
+  /** Nothing more is owed for this message: delete it. */
+  done(ticket: Ticket): void {
+    if (ticket.state !== "held") return;
+    ticket.state = "deleting";
+    this.#deletes.push({ ticket, attempts: 0 });
+    if (this.#deletes.length >= SQS_BATCH) this.#sendDeletes();
+    else this.#deleteTimer ??= setTimeout(() => this.#sendDeletes(), DELETE_LINGER_MS);
+  }
+
+  /**
+   * Gives the message back to SQS: it becomes visible again after `delaySec` (0 = at once) and
+   * another receive (here or on another replica) handles it.
+   */
+  release(ticket: Ticket, delaySec: number): void {
+    if (ticket.state !== "held") return;
+    this.#forget(ticket);
+    this.#stats.released++;
+    this.#queueChange({ ticket, visibilitySec: Math.max(0, Math.round(delaySec)), attempts: 0 });
+  }
+
+  /** Releases everything still held (shutdown deadline). */
+  releaseAll(delaySec: number): number {
+    const held = [...this.#held.values()].filter((t) => t.state === "held");
+    for (const t of held) this.release(t, delaySec);
+    return held.length;
+  }
+
+  /** Resolves once every delete and visibility change queued so far has been sent and answered. */
+  settle(): Promise<void> {
+    this.#sendDeletes();
+    this.#sendChanges();
+    if (this.#pendingWork() === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#settled.push(resolve));
+  }
+
+  stop(): void {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+  }
+
+  #pendingWork(): number {
+    return this.#inFlightCalls + this.#deletes.length + this.#changes.length;
+  }
+
+  #forget(ticket: Ticket): void {
+    ticket.state = "gone";
+    if (this.#held.get(ticket.id) === ticket) this.#held.delete(ticket.id);
+    this.emit("free");
+  }
+
+  /** Heartbeat: every held message whose visibility ends within half a timeout gets a full one more. */
+  #extendExpiring(nowMs = Date.now()): void {
+    const timeoutMs = this.#options.visibilityTimeoutSec * 1000;
+    for (const ticket of this.#held.values()) {
+      if (ticket.visibleUntilMs - nowMs > timeoutMs / 2) continue;
+      const leftMs = ticket.receivedAtMs + MAX_VISIBILITY_MS - nowMs;
+      const visibilitySec = Math.floor(Math.min(timeoutMs, leftMs) / 1000);
+      if (visibilitySec <= 0) continue;
+      ticket.visibleUntilMs = nowMs + visibilitySec * 1000;
+      this.#stats.visibilityExtended++;
+      this.#queueChange({ ticket, visibilitySec, attempts: 0 });
+    }
+  }
+
+  #queueChange(change: Change): void {
+    this.#changes.push(change);
+    queueMicrotask(() => this.#sendChanges());
+  }
+
+  #sendDeletes(): void {
+    clearTimeout(this.#deleteTimer);
+    this.#deleteTimer = undefined;
+    while (this.#deletes.length > 0) {
+      const batch = this.#deletes.splice(0, SQS_BATCH);
+      this.#inFlightCalls++;
+      void this.#deleteBatch(batch).finally(() => this.#callDone());
+    }
+  }
+
+  #sendChanges(): void {
+    while (this.#changes.length > 0) {
+      const batch = this.#changes.splice(0, SQS_BATCH);
+      this.#inFlightCalls++;
+      void this.#changeBatch(batch).finally(() => this.#callDone());
+    }
+  }
+
+  #callDone(): void {
+    this.#inFlightCalls--;
+    if (this.#pendingWork() === 0) for (const resolve of this.#settled.splice(0)) resolve();
+  }
+
+  async #deleteBatch(batch: Delete[]): Promise<void> {
+    const entries = batch.map((d, i) => ({ Id: String(i), ReceiptHandle: d.ticket.receiptHandle }));
+    let failed: { entry: Delete; code: string; message: string; senderFault: boolean }[];
+    try {
+      const out = await this.#sqs.send(
+        new DeleteMessageBatchCommand({ QueueUrl: this.#options.queueUrl, Entries: entries }),
+      );
+      this.#stats.sqsCalls.deleteMessageBatch++;
+      failed = (out.Failed ?? []).map((f) => ({
+        entry: batch[Number(f.Id)] as Delete,
+        code: f.Code ?? "Unknown",
+        message: f.Message ?? "",
+        senderFault: f.SenderFault ?? false,
+      }));
+    } catch (err) {
+      this.#stats.sqsCalls.errors++;
+      failed = batch.map((entry) => ({ entry, code: (err as Error).name, message: (err as Error).message, senderFault: false }));
+    }
+    const failedIds = new Set(failed.map((f) => f.entry.ticket.id));
+    for (const d of batch) {
+      if (failedIds.has(d.ticket.id)) continue;
+      this.#stats.deleted++;
+      this.#forget(d.ticket);
+    }
+    if (failed.length === 0) return;
+    const error = new BatchEntryError(
+      "DeleteMessageBatch",
+      failed.map((f) => ({ id: f.entry.ticket.id, code: f.code, message: f.message, senderFault: f.senderFault })),
+    );
+    const retry: Delete[] = [];
+    for (const f of failed) {
+      // A receipt handle SQS no longer accepts cannot be fixed by retrying: the message will come back
+      // and be handled again. That is a duplicate later, never a loss.
+      if (f.code === "ReceiptHandleIsInvalid" || f.entry.attempts + 1 >= MAX_ENTRY_ATTEMPTS) {
+        this.#log.error(
+          { err: error, messageId: f.entry.ticket.id, code: f.code },
+          "delete failed for good; the message will be redelivered",
+        );
+        this.#stats.deleteFailures++;
+        this.#forget(f.entry.ticket);
+      } else {
+        retry.push({ ticket: f.entry.ticket, attempts: f.entry.attempts + 1 });
+      }
+    }
+    if (retry.length === 0) return;
+    this.#log.warn({ err: error, retrying: retry.length }, "delete entries failed; retrying");
+    await new Promise((r) => setTimeout(r, backoffMs(retry[0]?.attempts ?? 1, 100, 5000)));
+    this.#deletes.push(...retry);
+    this.#sendDeletes();
+  }
+
+  async #changeBatch(batch: Change[]): Promise<void> {
+    const entries = batch.map((c, i) => ({
+      Id: String(i),
+      ReceiptHandle: c.ticket.receiptHandle,
+      VisibilityTimeout: c.visibilitySec,
+    }));
+    let failed: { change: Change; code: string; message: string }[];
+    try {
+      const out = await this.#sqs.send(
+        new ChangeMessageVisibilityBatchCommand({ QueueUrl: this.#options.queueUrl, Entries: entries }),
+      );
+      this.#stats.sqsCalls.changeMessageVisibilityBatch++;
+      failed = (out.Failed ?? []).map((f) => ({
+        change: batch[Number(f.Id)] as Change,
+        code: f.Code ?? "Unknown",
+        message: f.Message ?? "",
+      }));
+    } catch (err) {
+      this.#stats.sqsCalls.errors++;
+      failed = batch.map((change) => ({ change, code: (err as Error).name, message: (err as Error).message }));
+    }
+    const retry = failed.filter(
+      (f) => f.code !== "ReceiptHandleIsInvalid" && f.code !== "MessageNotInflight" && f.change.attempts + 1 < MAX_ENTRY_ATTEMPTS,
+    );
+    if (failed.length > 0) {
+      this.#log.warn(
+        { failures: failed.map((f) => ({ messageId: f.change.ticket.id, code: f.code })), retrying: retry.length },
+        "visibility change entries failed",
+      );
+    }
+    if (retry.length === 0) return;
+    await new Promise((r) => setTimeout(r, backoffMs(retry[0]?.change.attempts ?? 1, 100, 5000)));
+    for (const f of retry) this.#changes.push({ ...f.change, attempts: f.change.attempts + 1 });
+    this.#sendChanges();
+  }
+}

@@ -1,0 +1,29 @@
+import { S3Client } from "@aws-sdk/client-s3";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import type { Config } from "./config.ts";
+
+export interface AwsClients {
+  sqs: SQSClient;
+  s3: S3Client;
+}
+
+/**
+ * The SDK clients for a config. With an endpoint set (LocalStack, fauxqs) every SQS call goes to that
+ * endpoint rather than to the host in the queue URL, which may not resolve here, and S3 uses
+ * path-style addressing. Credentials come from the SDK's default chain.
+ */
+export function createAwsClients(aws: Config["aws"]): AwsClients {
+  const maxAttempts = 3;
+  return {
+    sqs: new SQSClient({
+      region: aws.region,
+      maxAttempts,
+      ...(aws.sqsEndpoint ? { endpoint: aws.sqsEndpoint, useQueueUrlAsEndpoint: false } : {}),
+    }),
+    s3: new S3Client({
+      region: aws.region,
+      maxAttempts,
+      ...(aws.s3Endpoint ? { endpoint: aws.s3Endpoint, forcePathStyle: true } : {}),
+    }),
+  };
+}

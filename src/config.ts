@@ -1,0 +1,351 @@
+import { existsSync, statSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import convict from "convict";
+import { ConfigError } from "./errors.ts";
+
+/** Where `config/` and the default `handlers/` live: the app root, one level above src/ or dist/. */
+export const APP_ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/** The SQS hard limits the schema checks against. */
+const SQS_MAX_RECEIVE_BATCH = 10;
+const SQS_MAX_WAIT_SEC = 20;
+const SQS_MAX_VISIBILITY_SEC = 43_200;
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+const KEY_FIELDS = ["queue", "account", "yyyy", "MM", "dd", "HH", "mm", "batchId"] as const;
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface DispatchConfig {
+  /** How often a dispatcher flushes what it holds, in ms. */
+  flushIntervalMs: number;
+  /** A batch is flushed as soon as it holds this many records. */
+  maxRecords: number;
+  /** ...or this many bytes of uncompressed NDJSON. */
+  maxBytes: number;
+  /** A dispatcher stops itself after this many flush ticks in a row found nothing to send. */
+  emptyFlushLimit: number;
+  /** Flushes one dispatcher may have in flight at once. */
+  maxConcurrentFlushes: number;
+  /** First retry delay of a failed flush, in ms; doubles each attempt, with jitter. */
+  retryBaseMs: number;
+  /** Cap on the retry delay of a failed flush, in ms. */
+  retryMaxMs: number;
+}
+
+export interface S3DestinationConfig {
+  type: "s3";
+  bucket: string;
+  /** Object key; fields: {queue} {account} {yyyy} {MM} {dd} {HH} {mm} {batchId}. */
+  keyTemplate: string;
+  gzip: boolean;
+}
+
+export type DestinationConfig = S3DestinationConfig;
+
+export interface QueueConfig {
+  /** The queue's name, from `queue` (a name, or the last segment of a URL). */
+  name: string;
+  /** `queue` exactly as configured: a name resolved with GetQueueUrl, or a URL used as is. */
+  queue: string;
+  /** Absolute path of the handler module. */
+  handlerPath: string;
+  concurrency: number;
+  threads: number;
+  prefetch: number;
+  maxUnacked: number;
+  visibilityTimeoutSec: number;
+  waitTimeSec: number;
+  receiveBatchSize: number;
+  maxParallelReceives: number;
+  handlerTimeoutMs: number;
+  /** Name or URL of the dead-letter queue for poison messages; "" to rely on the redrive policy. */
+  deadLetterQueue: string;
+  dispatch: DispatchConfig;
+  destination: DestinationConfig;
+}
+
+export interface Config {
+  env: string;
+  logLevel: LogLevel;
+  aws: { region: string; sqsEndpoint: string | undefined; s3Endpoint: string | undefined };
+  handlersDir: string;
+  shutdownDeadlineMs: number;
+  queues: QueueConfig[];
+}
+
+// Formats shared by the top-level schema and the per-queue one. Each message says what is valid.
+convict.addFormats({
+  "positive-int": {
+    validate(value: unknown) {
+      if (!Number.isInteger(value) || (value as number) < 1) {
+        throw new Error(`must be a whole number of at least 1; got ${JSON.stringify(value)}`);
+      }
+    },
+    coerce: Number,
+  },
+  "required-string": {
+    validate(value: unknown) {
+      if (typeof value !== "string" || value.trim() === "") {
+        throw new Error(`is required (a non-empty string); got ${JSON.stringify(value)}`);
+      }
+    },
+  },
+  "key-template": {
+    validate(value: unknown) {
+      if (typeof value !== "string") throw new Error(`must be a string; got ${JSON.stringify(value)}`);
+      for (const [, field] of value.matchAll(/\{([^}]*)\}/g)) {
+        if (!KEY_FIELDS.includes(field as (typeof KEY_FIELDS)[number])) {
+          throw new Error(`has unknown field {${field}}; valid fields: {${KEY_FIELDS.join("} {")}}`);
+        }
+      }
+      for (const needed of ["account", "batchId"]) {
+        if (!value.includes(`{${needed}}`)) {
+          throw new Error(
+            `must contain {${needed}} (${needed === "batchId" ? "else batches overwrite each other" : "else partners share objects"}); got ${JSON.stringify(value)}`,
+          );
+        }
+      }
+    },
+  },
+});
+
+const range = (min: number, max: number, what: string) => (value: unknown) => {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    throw new Error(`must be a whole number from ${min} to ${max} (${what}); got ${JSON.stringify(value)}`);
+  }
+};
+
+const dispatchSchema = {
+  flushIntervalMs: { doc: "Flush period of each dispatcher, ms.", format: "positive-int", default: 1000 },
+  maxRecords: { doc: "Records that trigger an immediate flush.", format: "positive-int", default: 1000 },
+  maxBytes: { doc: "Uncompressed bytes that trigger an immediate flush.", format: "positive-int", default: 5_242_880 },
+  emptyFlushLimit: { doc: "Empty flush ticks in a row before a dispatcher stops.", format: "positive-int", default: 5 },
+  maxConcurrentFlushes: { doc: "Flushes in flight per dispatcher.", format: "positive-int", default: 2 },
+  retryBaseMs: { doc: "First retry delay of a failed flush, ms.", format: "positive-int", default: 500 },
+  retryMaxMs: { doc: "Largest retry delay of a failed flush, ms.", format: "positive-int", default: 30_000 },
+};
+
+const destinationSchema = {
+  type: { doc: "Destination kind.", format: ["s3"], default: "s3" },
+  bucket: { doc: "S3 bucket the batches go to.", format: String, default: "", env: "OCTORELAY_S3_BUCKET" },
+  keyTemplate: {
+    doc: "Object key template.",
+    format: "key-template",
+    default: "{queue}/{account}/{yyyy}/{MM}/{dd}/{HH}/{batchId}.ndjson.gz",
+  },
+  gzip: { doc: "Gzip each object.", format: Boolean, default: true },
+};
+
+const rootSchema = {
+  env: { doc: "Picks config/<env>.json.", format: String, default: "development", env: "NODE_ENV" },
+  log: {
+    level: { doc: "pino level.", format: LOG_LEVELS as unknown as string[], default: "info", env: "OCTORELAY_LOG_LEVEL" },
+  },
+  aws: {
+    region: { doc: "AWS region.", format: "required-string", default: "us-east-1", env: "AWS_REGION" },
+    endpoint: { doc: "Endpoint for every AWS service (LocalStack, fauxqs).", format: String, default: "", env: "AWS_ENDPOINT_URL" },
+    sqsEndpoint: { doc: "SQS endpoint, over aws.endpoint.", format: String, default: "", env: "AWS_ENDPOINT_URL_SQS" },
+    s3Endpoint: { doc: "S3 endpoint, over aws.endpoint.", format: String, default: "", env: "AWS_ENDPOINT_URL_S3" },
+  },
+  handlersDir: {
+    doc: "Where handler modules are looked up; relative to the app root.",
+    format: "required-string",
+    default: "handlers",
+    env: "OCTORELAY_HANDLERS_DIR",
+  },
+  shutdown: {
+    deadlineMs: {
+      doc: "Drain budget on SIGTERM before the rest is released, ms.",
+      format: "positive-int",
+      default: 25_000,
+      env: "OCTORELAY_SHUTDOWN_DEADLINE_MS",
+    },
+  },
+  dispatch: dispatchSchema,
+  destination: destinationSchema,
+  queues: { doc: "The queues to drain; see README.", format: Array, default: [] as unknown[] },
+};
+
+/** Per-queue schema; its dispatch and destination defaults are the validated top-level values. */
+function queueSchema(dispatch: DispatchConfig, destination: DestinationConfig) {
+  const withDefaults = <S extends Record<string, { default: unknown }>>(schema: S, values: object) =>
+    Object.fromEntries(
+      Object.entries(schema).map(([key, item]) => {
+        const { env: _env, ...rest } = item as typeof item & { env?: string };
+        return [key, { ...rest, default: (values as Record<string, unknown>)[key] }];
+      }),
+    );
+  return {
+    queue: { doc: "Queue name or URL.", format: "required-string", default: null as string | null },
+    handler: { doc: "Handler module under handlersDir.", format: "required-string", default: null as string | null },
+    concurrency: { doc: "Handlers running at once.", format: range(1, 10_000, "handlers at once"), default: 8 },
+    threads: { doc: "Worker threads; 0 = min(cores, concurrency).", format: range(0, 256, "worker threads"), default: 0 },
+    prefetch: { doc: "Messages received ahead of a free handler.", format: range(0, 10_000, "messages"), default: 10 },
+    maxUnacked: { doc: "Received but not yet deleted, at most.", format: "positive-int", default: 2000 },
+    visibilityTimeoutSec: {
+      doc: "Visibility timeout asked on receive and kept extended.",
+      format: range(1, SQS_MAX_VISIBILITY_SEC, "SQS allows up to 12 hours"),
+      default: 60,
+    },
+    waitTimeSec: {
+      doc: "Long-poll wait.",
+      format: range(0, SQS_MAX_WAIT_SEC, "SQS allows at most 20 s"),
+      default: 20,
+    },
+    receiveBatchSize: {
+      doc: "Most messages per ReceiveMessage.",
+      format: range(1, SQS_MAX_RECEIVE_BATCH, "SQS returns at most 10 per receive"),
+      default: SQS_MAX_RECEIVE_BATCH,
+    },
+    maxParallelReceives: { doc: "Long polls in flight at once.", format: range(1, 64, "parallel polls"), default: 8 },
+    handlerTimeoutMs: { doc: "A handler running longer is aborted and retried.", format: "positive-int", default: 30_000 },
+    deadLetterQueue: { doc: "Queue for poison messages.", format: String, default: "" },
+    dispatch: withDefaults(dispatchSchema, dispatch),
+    destination: withDefaults(destinationSchema, destination),
+  };
+}
+
+export interface LoadOptions {
+  /** Environment to read (defaults to process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Directory holding default.json and <env>.json (defaults to <app root>/config). */
+  configDir?: string;
+  /** Extra files applied last, before environment variables (defaults to $OCTORELAY_CONFIG). */
+  files?: string[];
+  /** Values applied over the files, for embedders and tests. */
+  overrides?: Record<string, unknown>;
+}
+
+/** Loads and validates the configuration; throws one ConfigError listing every problem. */
+export function loadConfig(options: LoadOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const configDir = options.configDir ?? resolve(APP_ROOT, "config");
+  const problems: string[] = [];
+
+  const root = convict(rootSchema, { env, args: [] });
+  const files = [resolve(configDir, "default.json"), resolve(configDir, `${root.get("env")}.json`)];
+  const extra = options.files ?? (env.OCTORELAY_CONFIG ? [env.OCTORELAY_CONFIG] : []);
+  for (const file of extra) {
+    if (!existsSync(file)) problems.push(`OCTORELAY_CONFIG: file ${JSON.stringify(file)} does not exist`);
+  }
+  try {
+    root.loadFile([...files.filter((f) => existsSync(f)), ...extra.filter((f) => existsSync(f))]);
+  } catch (err) {
+    throw new ConfigError([`cannot read config: ${(err as Error).message}`]);
+  }
+  if (options.overrides) root.load(options.overrides);
+  problems.push(...convictProblems(root, ""));
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const dispatch = root.get("dispatch") as DispatchConfig;
+  const destination = root.get("destination") as DestinationConfig;
+  const handlersDir = resolve(APP_ROOT, root.get("handlersDir"));
+  const rawQueues = root.get("queues") as unknown[];
+  if (rawQueues.length === 0) {
+    problems.push("queues: none declared; add at least one { queue, handler } entry (see README)");
+  }
+
+  const queues: QueueConfig[] = [];
+  rawQueues.forEach((raw, i) => {
+    const at = `queues[${i}]`;
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      problems.push(`${at}: must be an object like { "queue": "orders", "handler": "orders.ts" }; got ${JSON.stringify(raw)}`);
+      return;
+    }
+    const entry = convict(queueSchema(dispatch, destination), { env: {}, args: [] });
+    entry.load(raw);
+    const found = convictProblems(entry, `${at}.`);
+    problems.push(...found);
+    if (found.length > 0) return;
+    const q = entry.getProperties();
+    const handlerPath = isAbsolute(q.handler as string)
+      ? (q.handler as string)
+      : resolve(handlersDir, q.handler as string);
+    if (!existsSync(handlerPath) || !statSync(handlerPath).isFile()) {
+      problems.push(
+        `${at}.handler: file not found: ${JSON.stringify(q.handler)} (looked at ${handlerPath}); put the module in ${handlersDir} or fix the name`,
+      );
+    }
+    if (!/\.(ts|mts|js|mjs)$/.test(handlerPath)) {
+      problems.push(`${at}.handler: must be a .ts, .mts, .js or .mjs module; got ${JSON.stringify(q.handler)}`);
+    }
+    if (!q.destination.bucket) {
+      problems.push(`${at}.destination.bucket: is required; set destination.bucket in config or OCTORELAY_S3_BUCKET`);
+    }
+    const queue = q.queue as string;
+    const concurrency = q.concurrency;
+    queues.push({
+      name: queueNameOf(queue),
+      queue,
+      handlerPath,
+      concurrency,
+      threads: q.threads === 0 ? Math.max(1, Math.min(availableParallelism(), concurrency)) : q.threads,
+      prefetch: q.prefetch,
+      maxUnacked: q.maxUnacked,
+      visibilityTimeoutSec: q.visibilityTimeoutSec,
+      waitTimeSec: q.waitTimeSec,
+      receiveBatchSize: q.receiveBatchSize,
+      maxParallelReceives: q.maxParallelReceives,
+      handlerTimeoutMs: q.handlerTimeoutMs,
+      deadLetterQueue: q.deadLetterQueue,
+      dispatch: q.dispatch as unknown as DispatchConfig,
+      destination: q.destination as unknown as DestinationConfig,
+    });
+  });
+
+  const seen = new Map<string, number>();
+  queues.forEach((q, i) => {
+    const first = seen.get(q.name);
+    if (first !== undefined) {
+      problems.push(
+        `queues[${i}].queue: duplicate queue name ${JSON.stringify(q.name)} (also queues[${first}]); declare each queue once`,
+      );
+    } else {
+      seen.set(q.name, i);
+    }
+    if (q.deadLetterQueue && queueNameOf(q.deadLetterQueue) === q.name) {
+      problems.push(`queues[${i}].deadLetterQueue: must differ from the queue itself; got ${JSON.stringify(q.deadLetterQueue)}`);
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const endpoint = root.get("aws.endpoint") || undefined;
+  return {
+    env: root.get("env"),
+    logLevel: root.get("log.level") as LogLevel,
+    aws: {
+      region: root.get("aws.region"),
+      sqsEndpoint: root.get("aws.sqsEndpoint") || endpoint,
+      s3Endpoint: root.get("aws.s3Endpoint") || endpoint,
+    },
+    handlersDir,
+    shutdownDeadlineMs: root.get("shutdown.deadlineMs"),
+    queues,
+  };
+}
+
+/** A queue's name from a name or a queue URL (its last path segment). */
+export function queueNameOf(queue: string): string {
+  return /^https?:\/\//.test(queue) ? (new URL(queue).pathname.split("/").filter(Boolean).pop() ?? queue) : queue;
+}
+
+/** Convict reports all problems in one newline-joined message; split it and prefix the key path. */
+function convictProblems(instance: { validate(o: { allowed: "strict" }): unknown }, prefix: string): string[] {
+  try {
+    instance.validate({ allowed: "strict" });
+    return [];
+  } catch (err) {
+    return (err as Error).message
+      .split("\n")
+      .filter((line) => line.trim() !== "")
+      .map((line) => {
+        const undeclared = /^configuration param '(.+)' not declared in the schema$/.exec(line);
+        if (undeclared) {
+          return `${prefix}${undeclared[1]}: unknown key; remove it or fix its spelling (see the README's configuration table)`;
+        }
+        return `${prefix}${line}`;
+      });
+  }
+}

@@ -1,0 +1,77 @@
+import { promisify } from "node:util";
+import { gzip as gzipCallback } from "node:zlib";
+import { PutObjectCommand, type S3Client, S3ServiceException } from "@aws-sdk/client-s3";
+import type { S3DestinationConfig } from "../config.ts";
+import { DeliveryError } from "../errors.ts";
+import type { Batch, Destination } from "./destination.ts";
+
+const gzip = promisify(gzipCallback);
+
+/** S3 answers that no retry can fix until an operator acts. */
+const PERMANENT_S3_CODES = new Set(["AccessDenied", "NoSuchBucket", "InvalidBucketName", "InvalidAccessKeyId"]);
+
+/** One object per batch: gzip NDJSON under a key built from the template. */
+export class S3Destination implements Destination {
+  readonly kind = "s3";
+  readonly #s3: S3Client;
+  readonly #options: S3DestinationConfig;
+
+  constructor(deps: { s3: S3Client }, options: S3DestinationConfig) {
+    this.#s3 = deps.s3;
+    this.#options = options;
+  }
+
+  keyFor(batch: Batch): string {
+    return renderKey(this.#options.keyTemplate, batch);
+  }
+
+  async deliver(batch: Batch, signal: AbortSignal): Promise<void> {
+    const text = batch.lines.join("");
+    const body = this.#options.gzip ? await gzip(text) : Buffer.from(text);
+    try {
+      await this.#s3.send(
+        new PutObjectCommand({
+          Bucket: this.#options.bucket,
+          Key: this.keyFor(batch),
+          Body: body,
+          ContentType: "application/x-ndjson",
+          ...(this.#options.gzip ? { ContentEncoding: "gzip" } : {}),
+          Metadata: { records: String(batch.lines.length), queue: batch.queue, account: batch.account },
+        }),
+        { abortSignal: signal },
+      );
+    } catch (err) {
+      const code = err instanceof S3ServiceException ? err.name : (err as Error).name;
+      throw new DeliveryError(
+        `S3 PutObject to ${this.#options.bucket} failed: ${code}: ${(err as Error).message}`,
+        // Permanent codes are still retried by the dispatcher's policy, but flagged for the logs.
+        { destination: this.kind, account: batch.account, retryable: !PERMANENT_S3_CODES.has(code) },
+        { cause: err },
+      );
+    }
+  }
+}
+
+const pad = (n: number, width = 2) => String(n).padStart(width, "0");
+
+export function renderKey(template: string, batch: Batch): string {
+  const d = batch.createdAt;
+  const fields: Record<string, string> = {
+    queue: batch.queue,
+    account: encodeKeySegment(batch.account),
+    yyyy: String(d.getUTCFullYear()),
+    MM: pad(d.getUTCMonth() + 1),
+    dd: pad(d.getUTCDate()),
+    HH: pad(d.getUTCHours()),
+    mm: pad(d.getUTCMinutes()),
+    batchId: batch.batchId,
+  };
+  return template.replace(/\{(\w+)\}/g, (whole, name: string) => fields[name] ?? whole);
+}
+
+/** Accounts come from handler output: keep them from adding path segments or odd characters to keys. */
+function encodeKeySegment(account: string): string {
+  return account.replace(/[^A-Za-z0-9._=-]/gu, (c) =>
+    [...Buffer.from(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join(""),
+  );
+}

@@ -1,0 +1,219 @@
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import { backoffMs } from "./backoff.ts";
+import type { DispatchConfig } from "./config.ts";
+import type { Batch, Destination } from "./destinations/destination.ts";
+import { DeliveryError } from "./errors.ts";
+import type { RelayStats } from "./stats.ts";
+
+/** One output waiting for delivery, with whatever the caller needs to acknowledge it afterwards. */
+export interface DispatchRecord<T> {
+  line: string;
+  ticket: T;
+}
+
+export interface DispatcherDeps<T> {
+  destination: Destination;
+  log: Logger;
+  stats: RelayStats;
+  /** The records of a batch are durably delivered. */
+  onDelivered(tickets: T[]): void;
+  /** The destination refused a batch for good (a permanent error): the caller dead-letters it. */
+  onRejected(tickets: T[], error: DeliveryError): void;
+  /** Delivery was abandoned (stop deadline): the caller releases the messages to SQS. */
+  onAbandoned(tickets: T[]): void;
+  /** The dispatcher stopped itself; the router forgets it in the same tick. */
+  onStopped(dispatcher: Dispatcher<T>): void;
+}
+
+export interface DispatcherOptions extends DispatchConfig {
+  queue: string;
+  account: string;
+}
+
+/**
+ * The per-account actor: buffers outputs, flushes a batch when it is full or when its timer fires,
+ * retries failed flushes with backoff, and stops itself after `emptyFlushLimit` empty ticks in a row.
+ * It stops only with an empty buffer and nothing in flight, and it is forgotten synchronously, so an
+ * output that arrives later spawns a successor and nothing falls between the two.
+ */
+export class Dispatcher<T> {
+  readonly account: string;
+  readonly #deps: DispatcherDeps<T>;
+  readonly #options: DispatcherOptions;
+  readonly #abort = new AbortController();
+  #buffer: DispatchRecord<T>[] = [];
+  #bufferedBytes = 0;
+  #inFlight = 0;
+  #emptyTicks = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #oldestBufferedAtMs: number | undefined;
+  #lastError: string | undefined;
+  #drained: (() => void)[] = [];
+
+  constructor(deps: DispatcherDeps<T>, options: DispatcherOptions) {
+    this.#deps = deps;
+    this.#options = options;
+    this.account = options.account;
+    this.#arm();
+  }
+
+  get buffered(): number {
+    return this.#buffer.length;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  get oldestBufferedAtMs(): number | undefined {
+    return this.#oldestBufferedAtMs;
+  }
+
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  add(record: DispatchRecord<T>): void {
+    if (this.#stopped) throw new Error(`dispatcher for ${this.account} is stopped; the router must spawn a new one`);
+    if (this.#buffer.length === 0) this.#oldestBufferedAtMs = Date.now();
+    this.#buffer.push(record);
+    this.#bufferedBytes += Buffer.byteLength(record.line);
+    this.#emptyTicks = 0;
+    if (this.#full()) this.#cut();
+  }
+
+  /** Sends everything buffered now and resolves when nothing is buffered or in flight (shutdown). */
+  drain(): Promise<void> {
+    while (this.#buffer.length > 0 && this.#inFlight < this.#options.maxConcurrentFlushes) this.#cut();
+    if (this.#buffer.length === 0 && this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  /** Gives up on everything buffered or being retried (shutdown deadline) and stops. */
+  abandon(): void {
+    this.#abort.abort();
+    const tickets = this.#buffer.map((r) => r.ticket);
+    this.#buffer = [];
+    this.#bufferedBytes = 0;
+    if (tickets.length > 0) this.#deps.onAbandoned(tickets);
+    this.#stop();
+  }
+
+  #full(): boolean {
+    return this.#buffer.length >= this.#options.maxRecords || this.#bufferedBytes >= this.#options.maxBytes;
+  }
+
+  #arm(): void {
+    this.#timer = setTimeout(() => this.#tick(), this.#options.flushIntervalMs);
+  }
+
+  #tick(): void {
+    if (this.#stopped) return;
+    if (this.#buffer.length === 0 && this.#inFlight === 0) {
+      this.#emptyTicks++;
+      if (this.#emptyTicks >= this.#options.emptyFlushLimit) {
+        this.#stop();
+        return;
+      }
+    } else {
+      this.#emptyTicks = 0;
+      while (this.#buffer.length > 0 && this.#inFlight < this.#options.maxConcurrentFlushes) this.#cut();
+    }
+    this.#arm();
+  }
+
+  #stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#deps.onStopped(this);
+  }
+
+  /** Takes the head of the buffer, up to the record and byte limits, and flushes it. */
+  #cut(): void {
+    if (this.#inFlight >= this.#options.maxConcurrentFlushes || this.#buffer.length === 0) return;
+    let count = 0;
+    let bytes = 0;
+    while (count < this.#buffer.length && count < this.#options.maxRecords) {
+      const size = Buffer.byteLength((this.#buffer[count] as DispatchRecord<T>).line);
+      if (count > 0 && bytes + size > this.#options.maxBytes) break;
+      bytes += size;
+      count++;
+    }
+    const records = this.#buffer.splice(0, count);
+    this.#bufferedBytes -= bytes;
+    this.#oldestBufferedAtMs = this.#buffer.length > 0 ? Date.now() : undefined;
+    const createdAt = new Date();
+    const batch: Batch = {
+      queue: this.#options.queue,
+      account: this.account,
+      batchId: `${createdAt.toISOString().replace(/[-:.TZ]/g, "")}-${randomBytes(6).toString("hex")}`,
+      createdAt,
+      lines: records.map((r) => r.line),
+      bytes,
+    };
+    this.#inFlight++;
+    void this.#deliver(batch, records.map((r) => r.ticket)).finally(() => {
+      this.#inFlight--;
+      if (this.#full() || (this.#drained.length > 0 && this.#buffer.length > 0)) this.#cut();
+      if (this.#buffer.length === 0 && this.#inFlight === 0) for (const resolve of this.#drained.splice(0)) resolve();
+    });
+  }
+
+  /** Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. */
+  async #deliver(batch: Batch, tickets: T[]): Promise<void> {
+    const log = this.#deps.log;
+    for (let attempt = 1; ; attempt++) {
+      if (this.#abort.signal.aborted) {
+        this.#deps.onAbandoned(tickets);
+        return;
+      }
+      try {
+        await this.#deps.destination.deliver(batch, this.#abort.signal);
+        this.#deps.stats.flushes++;
+        this.#deps.stats.flushedRecords += batch.lines.length;
+        this.#deps.stats.flushedBytes += batch.bytes;
+        this.#lastError = undefined;
+        this.#deps.onDelivered(tickets);
+        return;
+      } catch (err) {
+        this.#deps.stats.flushFailures++;
+        const error =
+          err instanceof DeliveryError
+            ? err
+            : new DeliveryError((err as Error).message, { destination: this.#deps.destination.kind, account: this.account, retryable: true }, { cause: err });
+        this.#lastError = error.message;
+        if (!error.retryable) {
+          log.error({ err: error, batchId: batch.batchId, records: tickets.length }, "destination refused the batch for good");
+          this.#deps.onRejected(tickets, error);
+          return;
+        }
+        const delayMs = backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs);
+        log[attempt === 1 ? "warn" : "error"](
+          { err: error, batchId: batch.batchId, attempt, retryInMs: delayMs },
+          "flush failed; retrying",
+        );
+        await sleep(delayMs, this.#abort.signal);
+      }
+    }
+  }
+}
+
+/** setTimeout as a promise that an abort cuts short (fake-timer friendly, unlike timers/promises). */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,78 @@
+/** Every error octorelay raises carries a stable `code` so logs and alerts can match on it. */
+export abstract class OctorelayError extends Error {
+  abstract readonly code: string;
+}
+
+/** Startup refuses to go on: one line per problem, each naming the key, the value and the fix. */
+export class ConfigError extends OctorelayError {
+  readonly code = "CONFIG_INVALID";
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`invalid configuration:\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** The message can never succeed (bad JSON, rejected by its handler): dead-letter it, do not retry. */
+export class PoisonMessageError extends OctorelayError {
+  readonly code = "POISON_MESSAGE";
+  readonly messageId: string;
+  constructor(messageId: string, reason: string, options?: ErrorOptions) {
+    super(reason, options);
+    this.name = "PoisonMessageError";
+    this.messageId = messageId;
+  }
+}
+
+/** The handler failed in a way that may pass on a later attempt (throw, timeout, worker crash). */
+export class HandlerFailedError extends OctorelayError {
+  readonly code = "HANDLER_FAILED";
+  readonly messageId: string;
+  constructor(messageId: string, reason: string, options?: ErrorOptions) {
+    super(reason, options);
+    this.name = "HandlerFailedError";
+    this.messageId = messageId;
+  }
+}
+
+/** A destination refused or failed a batch. `retryable` is decided once, where the failure is seen. */
+export class DeliveryError extends OctorelayError {
+  readonly code = "DELIVERY_FAILED";
+  readonly destination: string;
+  readonly account: string;
+  readonly retryable: boolean;
+  constructor(
+    message: string,
+    context: { destination: string; account: string; retryable: boolean },
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "DeliveryError";
+    this.destination = context.destination;
+    this.account = context.account;
+    this.retryable = context.retryable;
+  }
+}
+
+/** Some entries of an SQS batch call failed; each failed entry is listed, none is ignored. */
+export class BatchEntryError extends OctorelayError {
+  readonly code = "SQS_BATCH_ENTRY_FAILED";
+  readonly operation: string;
+  readonly failures: readonly { id: string; code: string; message: string; senderFault: boolean }[];
+  constructor(operation: string, failures: BatchEntryError["failures"]) {
+    super(`${operation}: ${failures.length} entr${failures.length === 1 ? "y" : "ies"} failed`);
+    this.name = "BatchEntryError";
+    this.operation = operation;
+    this.failures = failures;
+  }
+}
+
+/** A handler output that does not follow the contract `{ account: string, payload }`. */
+export class OutputContractError extends OctorelayError {
+  readonly code = "OUTPUT_CONTRACT";
+  constructor(message: string) {
+    super(message);
+    this.name = "OutputContractError";
+  }
+}

@@ -1,0 +1,287 @@
+import { GetQueueUrlCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
+import type { S3Client } from "@aws-sdk/client-s3";
+import type { Logger } from "pino";
+import { Acker, type Ticket } from "./acker.ts";
+import { backoffMs } from "./backoff.ts";
+import type { QueueConfig } from "./config.ts";
+import { DeadLetter } from "./dead-letter.ts";
+import { S3Destination } from "./destinations/s3.ts";
+import { HandlerPool, type PoolOutcome } from "./handler-pool.ts";
+import type { HandlerTask } from "./handler-worker.ts";
+import { Poller } from "./poller.ts";
+import { Router } from "./router.ts";
+import { newRelayStats, type RelayStats } from "./stats.ts";
+
+/** Retry delay of a failed handler, from its receive count: 2 s, 4 s, 8 s, ... up to 15 minutes. */
+const RETRY_BASE_MS = 2000;
+const RETRY_CAP_MS = 15 * 60 * 1000;
+
+export interface RelayDeps {
+  sqs: SQSClient;
+  s3: S3Client;
+  log: Logger;
+}
+
+/**
+ * One queue, wired end to end: poller → handler pool → router → dispatchers → S3, with the acker
+ * deleting each message once everything it produced is delivered.
+ */
+export class Relay {
+  readonly stats: RelayStats = newRelayStats();
+  readonly options: QueueConfig;
+  readonly #deps: RelayDeps;
+  readonly #log: Logger;
+  readonly #pool: HandlerPool;
+  #acker: Acker | undefined;
+  #poller: Poller | undefined;
+  #router: Router<Ticket> | undefined;
+  #deadLetter: DeadLetter | undefined;
+  /** Messages between receive and the end of their handler's outcome handling. */
+  #handling = 0;
+
+  constructor(deps: RelayDeps, options: QueueConfig) {
+    this.#deps = deps;
+    this.options = options;
+    this.#log = deps.log.child({ queue: options.name });
+    this.#pool = new HandlerPool(
+      { log: this.#log },
+      {
+        queue: options.name,
+        handlerPath: options.handlerPath,
+        concurrency: options.concurrency,
+        threads: options.threads,
+        prefetch: options.prefetch,
+        handlerTimeoutMs: options.handlerTimeoutMs,
+      },
+    );
+  }
+
+  get unacked(): number {
+    return this.#acker?.unacked ?? 0;
+  }
+
+  get activeDispatchers(): number {
+    return this.#router?.active ?? 0;
+  }
+
+  get handlersRunning(): number {
+    return this.#pool.running;
+  }
+
+  /** Resolves the queue URLs, loads the handler, and starts receiving. */
+  async start(): Promise<void> {
+    const { sqs, s3 } = this.#deps;
+    const o = this.options;
+    const [queueUrl, deadLetterQueueUrl] = await Promise.all([
+      this.#resolveUrl(o.queue),
+      o.deadLetterQueue ? this.#resolveUrl(o.deadLetterQueue) : Promise.resolve(""),
+    ]);
+    await this.#pool.start();
+    const log = this.#log;
+    const acker = new Acker(
+      { sqs, log, stats: this.stats },
+      { queue: o.name, queueUrl, visibilityTimeoutSec: o.visibilityTimeoutSec },
+    );
+    const deadLetter = new DeadLetter({ sqs, log, stats: this.stats }, { queue: o.name, deadLetterQueueUrl });
+    const router = new Router<Ticket>(
+      {
+        destination: new S3Destination({ s3 }, o.destination),
+        log,
+        stats: this.stats,
+        onDelivered: (tickets) => {
+          for (const t of tickets) acker.delivered(t);
+        },
+        onRejected: (tickets, error) => {
+          for (const t of new Set(tickets)) void this.#deadLetterOrRetry(t, error.message);
+        },
+        onAbandoned: (tickets) => {
+          for (const t of tickets) acker.release(t, 0);
+        },
+      },
+      { ...o.dispatch, queue: o.name },
+    );
+    const pool = this.#pool;
+    const poller = new Poller(
+      {
+        sqs,
+        log,
+        stats: this.stats,
+        demand: {
+          room: () => Math.min(pool.capacity - pool.occupied, o.maxUnacked - acker.unacked),
+          maxRoom: Math.min(pool.capacity, o.maxUnacked),
+        },
+        onMessages: (messages) => this.#accept(messages),
+      },
+      {
+        queue: o.name,
+        queueUrl,
+        receiveBatchSize: o.receiveBatchSize,
+        maxParallelReceives: o.maxParallelReceives,
+        waitTimeSec: o.waitTimeSec,
+        visibilityTimeoutSec: o.visibilityTimeoutSec,
+      },
+    );
+    pool.on("free", () => poller.wake());
+    acker.on("free", () => poller.wake());
+    this.#acker = acker;
+    this.#router = router;
+    this.#deadLetter = deadLetter;
+    this.#poller = poller;
+    if (!deadLetter.configured) {
+      log.warn("no deadLetterQueue configured: poison messages rely on the queue's redrive policy");
+    }
+    acker.start();
+    poller.start();
+    log.info(
+      { queueUrl, handler: o.handlerPath, concurrency: o.concurrency, threads: o.threads, maxUnacked: o.maxUnacked },
+      "queue ready",
+    );
+  }
+
+  /**
+   * Stops in order: no more receives, waiting tasks released, running handlers finish, every
+   * dispatcher flushes, deletes are sent. Whatever is undelivered when `deadline` fires is released
+   * with visibility 0 so another replica takes it at once. Resolves with the number released.
+   */
+  async stop(deadline: AbortSignal): Promise<number> {
+    const log = this.#log;
+    const acker = this.#acker;
+    if (!acker || !this.#poller || !this.#router) {
+      await this.#pool.close();
+      return 0;
+    }
+    const releasedBefore = this.stats.released;
+    await this.#poller.stop();
+    const cancelled = this.#pool.cancelWaiting();
+    log.info({ cancelled, running: this.#pool.running }, "stopped receiving; letting running handlers finish");
+    const finished =
+      (await untilAborted(this.#pool.idle(), deadline)) && (await untilAborted(this.#handled(), deadline));
+    if (finished) {
+      log.info({ dispatchers: this.#router.active }, "handlers done; flushing dispatchers");
+      await untilAborted(this.#router.drain(), deadline);
+    }
+    if (deadline.aborted) {
+      log.warn("shutdown deadline reached; releasing what is undelivered");
+      this.#router.abandonAll();
+      acker.releaseAll(0);
+    }
+    await acker.settle();
+    acker.stop();
+    await this.#pool.close();
+    const released = this.stats.released - releasedBefore;
+    log.info({ deleted: this.stats.deleted, released }, "queue stopped");
+    return released;
+  }
+
+  async #resolveUrl(queue: string): Promise<string> {
+    if (/^https?:\/\//.test(queue)) return queue;
+    const out = await this.#deps.sqs.send(new GetQueueUrlCommand({ QueueName: queue }));
+    if (!out.QueueUrl) throw new Error(`GetQueueUrl returned no URL for ${queue}`);
+    return out.QueueUrl;
+  }
+
+  #accept(messages: Message[]): void {
+    const acker = this.#acker as Acker;
+    const receivedAtMs = Date.now();
+    const receivedAt = new Date(receivedAtMs).toISOString();
+    for (const message of messages) {
+      const ticket = acker.track(message, receivedAtMs);
+      if (!ticket) continue;
+      this.#handling++;
+      void this.#pool
+        .run(toTask(message, ticket, receivedAt))
+        .then((outcome) => this.#settle(ticket, outcome))
+        .finally(() => {
+        this.#handling--;
+        if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
+      });
+    }
+  }
+
+  readonly #handledWaiters: (() => void)[] = [];
+
+  #handled(): Promise<void> {
+    if (this.#handling === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#handledWaiters.push(resolve));
+  }
+
+  /** Acts on a handler's outcome; resolves once the message is routed, released or dead-lettered. */
+  async #settle(ticket: Ticket, outcome: PoolOutcome): Promise<void> {
+    const acker = this.#acker as Acker;
+    switch (outcome.kind) {
+      case "ok": {
+        this.stats.handled++;
+        this.stats.outputs += outcome.outputs.length;
+        acker.expect(ticket, outcome.outputs.length);
+        const router = this.#router as Router<Ticket>;
+        for (const output of outcome.outputs) router.route(output.account, output.line, ticket);
+        return;
+      }
+      case "cancelled":
+        acker.release(ticket, 0);
+        return;
+      case "poison":
+        this.stats.handlerFailures++;
+        await this.#deadLetterOrRetry(ticket, outcome.reason);
+        return;
+      case "failed": {
+        this.stats.handlerFailures++;
+        const delaySec = backoffMs(ticket.receiveCount, RETRY_BASE_MS, RETRY_CAP_MS) / 1000;
+        this.#log.warn(
+          { messageId: ticket.id, receiveCount: ticket.receiveCount, reason: outcome.reason, retryInSec: Math.round(delaySec) },
+          "handler failed; message will be retried",
+        );
+        acker.release(ticket, delaySec);
+        return;
+      }
+    }
+  }
+
+  /** Poison: to the dead-letter queue, then deleted; if that cannot be done now, retried later. */
+  async #deadLetterOrRetry(ticket: Ticket, reason: string): Promise<void> {
+    const acker = this.#acker as Acker;
+    const deadLetter = this.#deadLetter as DeadLetter;
+    if (await deadLetter.send(ticket.message, reason)) {
+      acker.done(ticket);
+      return;
+    }
+    if (!deadLetter.configured) {
+      this.#log.error(
+        { messageId: ticket.id, reason },
+        "poison message and no deadLetterQueue configured; returned to the queue for its redrive policy",
+      );
+    }
+    acker.release(ticket, backoffMs(ticket.receiveCount, RETRY_BASE_MS, RETRY_CAP_MS) / 1000);
+  }
+}
+
+function toTask(message: Message, ticket: Ticket, receivedAt: string): HandlerTask {
+  const messageAttributes: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.MessageAttributes ?? {})) {
+    messageAttributes[name] =
+      value.StringValue ?? (value.BinaryValue ? Buffer.from(value.BinaryValue).toString("base64") : "");
+  }
+  return {
+    id: ticket.id,
+    body: message.Body ?? "",
+    attributes: (message.Attributes ?? {}) as Record<string, string>,
+    messageAttributes,
+    receiveCount: ticket.receiveCount,
+    receivedAt,
+  };
+}
+
+/** Resolves true when `work` settles first, false when `deadline` fires first. */
+async function untilAborted(work: Promise<unknown>, deadline: AbortSignal): Promise<boolean> {
+  if (deadline.aborted) return false;
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<false>((resolve) => {
+    onAbort = () => resolve(false);
+    deadline.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work.then(() => true as const), aborted]);
+  } finally {
+    if (onAbort) deadline.removeEventListener("abort", onAbort);
+  }
+}
