@@ -24,6 +24,8 @@ export interface HandlerMessage<Body = unknown> {
   queue: string;
   /** How many times SQS has handed this message out, this time included. */
   receiveCount: number;
+  /** Aborted when the handler's timeout (handlerTimeoutMs) is up: pass it to fetch and friends. */
+  signal: AbortSignal;
 }
 
 export interface HandlerOutput {

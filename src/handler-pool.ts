@@ -5,6 +5,9 @@ import type { Logger } from "pino";
 import { Piscina } from "piscina";
 import type { HandlerOutcome, HandlerTask, HandlerWorkerData, ProbeTask } from "./handler-worker.ts";
 
+/** Past its timeout, a handler gets this long to notice its aborted signal before its thread is killed. */
+const HARD_TIMEOUT_GRACE_MS = 5000;
+
 /** The worker entry beside this file, .ts when running from source, .js when built. */
 const WORKER_FILE = fileURLToPath(new URL(`./handler-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
@@ -33,7 +36,7 @@ interface Waiting {
 export class HandlerPool extends EventEmitter<{ free: [] }> {
   readonly #options: HandlerPoolOptions;
   readonly #log: Logger;
-  readonly #piscina: Piscina<HandlerTask | ProbeTask, HandlerOutcome>;
+  #piscina: Piscina<HandlerTask | ProbeTask, HandlerOutcome>;
   readonly #waiting: Waiting[] = [];
   #running = 0;
   #idle: (() => void)[] = [];
@@ -42,19 +45,28 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     super();
     this.#options = options;
     this.#log = deps.log.child({ component: "handler-pool" });
-    const workerData: HandlerWorkerData = { handlerPath: options.handlerPath, queue: options.queue };
-    this.#piscina = new Piscina({
+    this.#piscina = this.#createPiscina();
+  }
+
+  #createPiscina(): Piscina<HandlerTask | ProbeTask, HandlerOutcome> {
+    const o = this.#options;
+    const workerData: HandlerWorkerData = {
+      handlerPath: o.handlerPath,
+      queue: o.queue,
+      handlerTimeoutMs: o.handlerTimeoutMs,
+    };
+    const piscina = new Piscina<HandlerTask | ProbeTask, HandlerOutcome>({
       filename: WORKER_FILE,
-      name: "default",
-      minThreads: options.threads,
-      maxThreads: options.threads,
-      concurrentTasksPerWorker: Math.ceil(options.concurrency / options.threads),
+      minThreads: o.threads,
+      maxThreads: o.threads,
+      concurrentTasksPerWorker: Math.ceil(o.concurrency / o.threads),
       // Handlers are async and may keep I/O open between tasks; sync atomics would freeze them.
       atomics: "disabled",
       idleTimeout: Number.POSITIVE_INFINITY,
       workerData,
     });
-    this.#piscina.on("error", (err: unknown) => this.#log.error({ err }, "worker thread error; piscina replaces it"));
+    piscina.on("error", (err: unknown) => this.#log.error({ err }, "worker thread error; piscina replaces it"));
+    return piscina;
   }
 
   /** Loads the handler module in a worker; rejects with a clear error when it cannot serve. */
@@ -98,7 +110,7 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
 
   async close(): Promise<void> {
     this.cancelWaiting();
-    await this.#piscina.close({ force: true });
+    await this.#piscina.destroy();
   }
 
   #next(): void {
@@ -117,17 +129,39 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     }
   }
 
+  /**
+   * The worker enforces the handler timeout itself (piscina's per-task abort would allow only one
+   * task per thread). A handler that blocks its thread past the timeout plus a grace period cannot
+   * be stopped from inside, so the whole pool is replaced: its threads are terminated and their
+   * messages retried, the queue's other handlers carry on in the fresh pool.
+   */
   async #execute(task: HandlerTask): Promise<HandlerOutcome> {
-    const signal = AbortSignal.timeout(this.#options.handlerTimeoutMs);
+    const piscina = this.#piscina;
+    let hardTimer: NodeJS.Timeout | undefined;
+    const wedged = new Promise<HandlerOutcome>((resolve) => {
+      hardTimer = setTimeout(() => {
+        this.#log.error(
+          { messageId: task.id, handlerTimeoutMs: this.#options.handlerTimeoutMs },
+          "handler blocked its worker thread past its timeout; replacing the pool's threads",
+        );
+        this.#replace(piscina);
+        resolve({ kind: "failed", reason: `handler blocked its thread past ${this.#options.handlerTimeoutMs} ms` });
+      }, this.#options.handlerTimeoutMs + HARD_TIMEOUT_GRACE_MS);
+    });
     try {
-      return await this.#piscina.run(task, { signal });
+      return await Promise.race([piscina.run(task), wedged]);
     } catch (err) {
-      // Piscina terminates the worker of an aborted task and replaces any thread that died.
-      if (signal.aborted) {
-        return { kind: "failed", reason: `handler timed out after ${this.#options.handlerTimeoutMs} ms` };
-      }
+      // A thread that died (uncaught error, process.exit, out of memory) is replaced by piscina.
       this.#log.warn({ err, messageId: task.id }, "worker thread failed while running a handler");
       return { kind: "failed", reason: `worker thread failed: ${(err as Error).message}` };
+    } finally {
+      clearTimeout(hardTimer);
     }
+  }
+
+  #replace(wedged: Piscina<HandlerTask | ProbeTask, HandlerOutcome>): void {
+    if (this.#piscina !== wedged) return;
+    this.#piscina = this.#createPiscina();
+    void wedged.destroy().catch((err: unknown) => this.#log.warn({ err }, "could not destroy the wedged pool"));
   }
 }

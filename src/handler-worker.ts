@@ -35,9 +35,11 @@ export interface ProbeTask {
 export interface HandlerWorkerData {
   handlerPath: string;
   queue: string;
+  /** A handler still running after this is abandoned (its signal aborted) and the message retried. */
+  handlerTimeoutMs: number;
 }
 
-const { handlerPath, queue } = workerData as HandlerWorkerData;
+const { handlerPath, queue, handlerTimeoutMs } = workerData as HandlerWorkerData;
 let loaded: Promise<Handler> | undefined;
 
 function loadHandler(): Promise<Handler> {
@@ -64,6 +66,7 @@ export default async function run(task: HandlerTask | ProbeTask): Promise<Handle
     return { kind: "poison", reason: `body is not valid JSON: ${(err as Error).message}` };
   }
   const handle = await loadHandler();
+  const signal = AbortSignal.timeout(handlerTimeoutMs);
   const message: HandlerMessage = {
     id: task.id,
     body,
@@ -72,16 +75,26 @@ export default async function run(task: HandlerTask | ProbeTask): Promise<Handle
     messageAttributes: task.messageAttributes,
     queue,
     receiveCount: task.receiveCount,
+    signal,
   };
   let result: unknown;
   try {
-    result = await handle(message);
+    result = await Promise.race([handle(message), timedOut(signal)]);
   } catch (err) {
     const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const permanent = typeof err === "object" && err !== null && (err as { permanent?: unknown }).permanent === true;
     return permanent ? { kind: "poison", reason } : { kind: "failed", reason };
   }
   return toLines(task, result);
+}
+
+/** Rejects when the handler's time is up; the handler sees the same signal and should stop. */
+function timedOut(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    signal.addEventListener("abort", () => reject(new Error(`handler timed out after ${handlerTimeoutMs} ms`)), {
+      once: true,
+    });
+  });
 }
 
 function toLines(task: HandlerTask, result: unknown): HandlerOutcome {

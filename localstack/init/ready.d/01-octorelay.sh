@@ -7,10 +7,10 @@
 #   docker compose -f localstack/docker-compose.yml exec localstack \
 #     /etc/localstack/init/ready.d/01-octorelay.sh
 #
-# Resources:
-#   SQS  orders-dlq, clicks-dlq                    (dead-letter queues)
-#   SQS  orders -> orders-dlq, clicks -> clicks-dlq (RedrivePolicy, maxReceiveCount 5,
-#                                                    VisibilityTimeout 60 s)
+# Resources (keep QUEUES and BUCKET in sync with config/default.json):
+#   SQS  orders-dlq, clicks-dlq, events-dlq        (dead-letter queues)
+#   SQS  orders -> orders-dlq, clicks -> clicks-dlq, events -> events-dlq
+#        (RedrivePolicy maxReceiveCount 5, VisibilityTimeout 60 s)
 #   S3   octorelay-deliveries
 set -euo pipefail
 
@@ -22,6 +22,12 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}"
 export AWS_PAGER=""
 
+# "queue:dead-letter-queue" pairs.
+readonly QUEUES=(
+  "orders:orders-dlq"
+  "clicks:clicks-dlq"
+  "events:events-dlq"
+)
 readonly BUCKET="octorelay-deliveries"
 readonly MAX_RECEIVE_COUNT=5
 readonly VISIBILITY_TIMEOUT=60
@@ -76,8 +82,9 @@ ensure_bucket() {
   log "bucket $1 created"
 }
 
-ensure_queue_with_dlq orders orders-dlq
-ensure_queue_with_dlq clicks clicks-dlq
+for pair in "${QUEUES[@]}"; do
+  ensure_queue_with_dlq "${pair%%:*}" "${pair#*:}"
+done
 ensure_bucket "${BUCKET}"
 
 log "done (region ${AWS_DEFAULT_REGION})"

@@ -1,0 +1,166 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Service } from "../../src/service.ts";
+import {
+  createBucket,
+  createQueue,
+  type Emulator,
+  queueDepth,
+  readDelivered,
+  receiveAll,
+  sendBodies,
+  startEmulator,
+  waitFor,
+} from "../helpers/emulator.ts";
+import { sampleHandler, startService } from "../helpers/service.ts";
+
+let emu: Emulator;
+let service: Service | undefined;
+
+beforeAll(async () => {
+  emu = await startEmulator();
+});
+afterAll(async () => {
+  await emu.stop();
+});
+afterEach(async () => {
+  await service?.stop(AbortSignal.timeout(10_000));
+  service = undefined;
+});
+
+const fast = { flushIntervalMs: 200, emptyFlushLimit: 3 };
+const queueDefaults = { waitTimeSec: 1, visibilityTimeoutSec: 30 };
+
+describe("relay end to end (real SDK clients against the emulator)", () => {
+  it("delivers N messages across M accounts to S3 under each account's prefix, each exactly once, and empties the queue", async () => {
+    const q = await createQueue(emu);
+    const bucket = await createBucket(emu);
+    const N = 600;
+    const M = 37;
+    const bodies = Array.from({ length: N }, (_, n) => ({ account: `acct-${n % M}`, n }));
+    const ids = await sendBodies(emu, q.url, bodies);
+    service = await startService(emu, {
+      dispatch: fast,
+      destination: { bucket },
+      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+    });
+    const relay = service.relays[0];
+    await waitFor("every message deleted", () => relay?.stats.deleted === N);
+
+    const records = await readDelivered(emu, bucket);
+    expect(records).toHaveLength(N);
+    expect(new Set(records.map((r) => r.id))).toEqual(new Set(ids));
+    for (const r of records) {
+      const body = r.payload as { account: string; n: number };
+      expect(r.account).toBe(body.account);
+      expect(r.queue).toBe(q.name);
+      expect(r.key.startsWith(`${q.name}/${r.account}/`)).toBe(true);
+      expect(ids[body.n]).toBe(r.id);
+    }
+    expect(new Set(records.map((r) => r.account)).size).toBe(M);
+    expect(await queueDepth(emu, q.url)).toBe(0);
+    expect(await receiveAll(emu, q.dlqUrl)).toHaveLength(0);
+  });
+
+  it("fans one order out to the merchant and each affiliate, and deletes it only once all are delivered", async () => {
+    const q = await createQueue(emu);
+    const bucket = await createBucket(emu);
+    const orders = Array.from({ length: 40 }, (_, n) => ({
+      orderId: `o-${n}`,
+      merchant: `merchant-${n % 4}`,
+      total: 100,
+      currency: "EUR",
+      affiliates: [
+        { account: `aff-${n % 3}`, rate: 0.1 },
+        { account: "aff-global", rate: 0.01 },
+      ],
+    }));
+    const ids = await sendBodies(emu, q.url, orders);
+    service = await startService(emu, {
+      dispatch: fast,
+      destination: { bucket },
+      queues: [{ queue: q.name, handler: sampleHandler("order-events.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+    });
+    const relay = service.relays[0];
+    await waitFor("every order deleted", () => relay?.stats.deleted === orders.length);
+
+    const records = await readDelivered(emu, bucket);
+    expect(records).toHaveLength(orders.length * 3);
+    for (const id of ids) {
+      const forMessage = records.filter((r) => r.id === id);
+      expect(forMessage.map((r) => (r.payload as { type: string }).type).sort()).toEqual(["commission", "commission", "order"]);
+      expect(new Set(forMessage.map((r) => r.account)).size).toBe(3);
+    }
+    const global = records.filter((r) => r.account === "aff-global");
+    expect(global).toHaveLength(orders.length);
+    expect(global.every((r) => (r.payload as { amount: number }).amount === 1)).toBe(true);
+    expect(await queueDepth(emu, q.url)).toBe(0);
+  });
+
+  it("deletes a message whose handler returns nothing, and writes nothing for it", async () => {
+    const q = await createQueue(emu);
+    const bucket = await createBucket(emu);
+    const testOrders = Array.from({ length: 25 }, (_, n) => ({ orderId: `t-${n}`, merchant: "acme", total: 1, currency: "EUR", test: true }));
+    const realOrder = { orderId: "real", merchant: "acme", total: 5, currency: "EUR" };
+    await sendBodies(emu, q.url, [...testOrders, realOrder]);
+    service = await startService(emu, {
+      dispatch: fast,
+      destination: { bucket },
+      queues: [{ queue: q.name, handler: sampleHandler("order-events.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+    });
+    const relay = service.relays[0];
+    await waitFor("all 26 deleted", () => relay?.stats.deleted === 26);
+    const records = await readDelivered(emu, bucket);
+    expect(records.map((r) => (r.payload as { orderId: string }).orderId)).toEqual(["real"]);
+    expect(relay?.stats.handled).toBe(26);
+    expect(await queueDepth(emu, q.url)).toBe(0);
+  });
+
+  it("runs two queues with different handlers at once, each to its own prefix", async () => {
+    const orders = await createQueue(emu, { prefix: "orders" });
+    const events = await createQueue(emu, { prefix: "events" });
+    const bucket = await createBucket(emu);
+    await sendBodies(
+      emu,
+      orders.url,
+      Array.from({ length: 30 }, (_, n) => ({ orderId: `o-${n}`, merchant: `m-${n % 2}`, total: 10, currency: "USD" })),
+    );
+    await sendBodies(emu, events.url, Array.from({ length: 50 }, (_, n) => ({ account: `e-${n % 5}`, n })));
+    service = await startService(emu, {
+      dispatch: fast,
+      destination: { bucket },
+      queues: [
+        { queue: orders.name, handler: sampleHandler("order-events.ts"), deadLetterQueue: orders.dlqName, ...queueDefaults },
+        { queue: events.name, handler: sampleHandler("passthrough.ts"), deadLetterQueue: events.dlqName, ...queueDefaults },
+      ],
+    });
+    await waitFor("both queues drained", () =>
+      service?.relays[0]?.stats.deleted === 30 && service.relays[1]?.stats.deleted === 50,
+    );
+    const fromOrders = await readDelivered(emu, bucket, `${orders.name}/`);
+    const fromEvents = await readDelivered(emu, bucket, `${events.name}/`);
+    expect(fromOrders).toHaveLength(30);
+    expect(fromOrders.every((r) => (r.payload as { type: string }).type === "order")).toBe(true);
+    expect(fromEvents).toHaveLength(50);
+    expect(new Set(fromEvents.map((r) => r.account))).toEqual(new Set(["e-0", "e-1", "e-2", "e-3", "e-4"]));
+  });
+
+  it("sends a body that is not JSON to the dead-letter queue with the reason, and delivers the good ones beside it", async () => {
+    const q = await createQueue(emu);
+    const bucket = await createBucket(emu);
+    const good = Array.from({ length: 9 }, (_, n) => ({ account: "acme", n }));
+    const ids = await sendBodies(emu, q.url, ["{not json", ...good]);
+    service = await startService(emu, {
+      dispatch: fast,
+      destination: { bucket },
+      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+    });
+    await waitFor("all 10 deleted", () => service?.relays[0]?.stats.deleted === 10);
+    const dead = await receiveAll(emu, q.dlqUrl);
+    expect(dead).toHaveLength(1);
+    expect(dead[0]?.Body).toBe("{not json");
+    expect(dead[0]?.MessageAttributes?.["octorelay.reason"]?.StringValue).toMatch(/not valid JSON/);
+    expect(dead[0]?.MessageAttributes?.["octorelay.sourceMessageId"]?.StringValue).toBe(ids[0]);
+    expect(await readDelivered(emu, bucket)).toHaveLength(9);
+    expect(await queueDepth(emu, q.url)).toBe(0);
+  });
+});
