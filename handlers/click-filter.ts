@@ -16,7 +16,9 @@ interface ClickEvent {
 
 const BOT = /bot|crawler|spider|headless/i;
 
-export default async function handle(message: HandlerMessage<ClickEvent>): Promise<HandlerOutput | undefined> {
+export default async function handle(
+  message: HandlerMessage<ClickEvent>,
+): Promise<HandlerOutput | undefined> {
   const event = message.body;
   if (event?.type !== "click" || BOT.test(event.userAgent ?? "")) return undefined;
   return {

@@ -19,11 +19,16 @@ interface OrderEvent {
 export default async function handle(message: HandlerMessage<OrderEvent>): Promise<HandlerOutput[]> {
   const order = message.body;
   if (typeof order?.merchant !== "string" || typeof order.total !== "number") {
-    throw Object.assign(new Error("order event needs a merchant string and a numeric total"), { permanent: true });
+    throw Object.assign(new Error("order event needs a merchant string and a numeric total"), {
+      permanent: true,
+    });
   }
   if (order.test) return [];
   const outputs: HandlerOutput[] = [
-    { account: order.merchant, payload: { type: "order", orderId: order.orderId, total: order.total, currency: order.currency } },
+    {
+      account: order.merchant,
+      payload: { type: "order", orderId: order.orderId, total: order.total, currency: order.currency },
+    },
   ];
   for (const affiliate of order.affiliates ?? []) {
     outputs.push({

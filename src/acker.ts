@@ -75,7 +75,8 @@ export class Acker extends EventEmitter<{ free: [] }> {
   /** Oldest receive time among held messages, for "how far behind" questions. */
   oldestReceivedAtMs(): number | undefined {
     let oldest: number | undefined;
-    for (const t of this.#held.values()) if (oldest === undefined || t.receivedAtMs < oldest) oldest = t.receivedAtMs;
+    for (const t of this.#held.values())
+      if (oldest === undefined || t.receivedAtMs < oldest) oldest = t.receivedAtMs;
     return oldest;
   }
 
@@ -234,7 +235,12 @@ export class Acker extends EventEmitter<{ free: [] }> {
       }));
     } catch (err) {
       this.#stats.sqsCalls.errors++;
-      failed = batch.map((entry) => ({ entry, code: (err as Error).name, message: (err as Error).message, senderFault: false }));
+      failed = batch.map((entry) => ({
+        entry,
+        code: (err as Error).name,
+        message: (err as Error).message,
+        senderFault: false,
+      }));
     }
     const failedIds = new Set(failed.map((f) => f.entry.ticket.id));
     for (const d of batch) {
@@ -245,7 +251,12 @@ export class Acker extends EventEmitter<{ free: [] }> {
     if (failed.length === 0) return;
     const error = new BatchEntryError(
       "DeleteMessageBatch",
-      failed.map((f) => ({ id: f.entry.ticket.id, code: f.code, message: f.message, senderFault: f.senderFault })),
+      failed.map((f) => ({
+        id: f.entry.ticket.id,
+        code: f.code,
+        message: f.message,
+        senderFault: f.senderFault,
+      })),
     );
     const retry: Delete[] = [];
     for (const f of failed) {
@@ -288,14 +299,24 @@ export class Acker extends EventEmitter<{ free: [] }> {
       }));
     } catch (err) {
       this.#stats.sqsCalls.errors++;
-      failed = batch.map((change) => ({ change, code: (err as Error).name, message: (err as Error).message }));
+      failed = batch.map((change) => ({
+        change,
+        code: (err as Error).name,
+        message: (err as Error).message,
+      }));
     }
     const retry = failed.filter(
-      (f) => f.code !== "ReceiptHandleIsInvalid" && f.code !== "MessageNotInflight" && f.change.attempts + 1 < MAX_ENTRY_ATTEMPTS,
+      (f) =>
+        f.code !== "ReceiptHandleIsInvalid" &&
+        f.code !== "MessageNotInflight" &&
+        f.change.attempts + 1 < MAX_ENTRY_ATTEMPTS,
     );
     if (failed.length > 0) {
       this.#log.warn(
-        { failures: failed.map((f) => ({ messageId: f.change.ticket.id, code: f.code })), retrying: retry.length },
+        {
+          failures: failed.map((f) => ({ messageId: f.change.ticket.id, code: f.code })),
+          retrying: retry.length,
+        },
         "visibility change entries failed",
       );
     }

@@ -120,8 +120,16 @@ const range = (min: number, max: number, what: string) => (value: unknown) => {
 const dispatchSchema = {
   flushIntervalMs: { doc: "Flush period of each dispatcher, ms.", format: "positive-int", default: 1000 },
   maxRecords: { doc: "Records that trigger an immediate flush.", format: "positive-int", default: 1000 },
-  maxBytes: { doc: "Uncompressed bytes that trigger an immediate flush.", format: "positive-int", default: 5_242_880 },
-  emptyFlushLimit: { doc: "Empty flush ticks in a row before a dispatcher stops.", format: "positive-int", default: 5 },
+  maxBytes: {
+    doc: "Uncompressed bytes that trigger an immediate flush.",
+    format: "positive-int",
+    default: 5_242_880,
+  },
+  emptyFlushLimit: {
+    doc: "Empty flush ticks in a row before a dispatcher stops.",
+    format: "positive-int",
+    default: 5,
+  },
   maxConcurrentFlushes: { doc: "Flushes in flight per dispatcher.", format: "positive-int", default: 2 },
   retryBaseMs: { doc: "First retry delay of a failed flush, ms.", format: "positive-int", default: 500 },
   retryMaxMs: { doc: "Largest retry delay of a failed flush, ms.", format: "positive-int", default: 30_000 },
@@ -141,13 +149,33 @@ const destinationSchema = {
 const rootSchema = {
   env: { doc: "Picks config/<env>.json.", format: String, default: "development", env: "NODE_ENV" },
   log: {
-    level: { doc: "pino level.", format: LOG_LEVELS as unknown as string[], default: "info", env: "OCTORELAY_LOG_LEVEL" },
+    level: {
+      doc: "pino level.",
+      format: LOG_LEVELS as unknown as string[],
+      default: "info",
+      env: "OCTORELAY_LOG_LEVEL",
+    },
   },
   aws: {
     region: { doc: "AWS region.", format: "required-string", default: "us-east-1", env: "AWS_REGION" },
-    endpoint: { doc: "Endpoint for every AWS service (LocalStack, fauxqs).", format: String, default: "", env: "AWS_ENDPOINT_URL" },
-    sqsEndpoint: { doc: "SQS endpoint, over aws.endpoint.", format: String, default: "", env: "AWS_ENDPOINT_URL_SQS" },
-    s3Endpoint: { doc: "S3 endpoint, over aws.endpoint.", format: String, default: "", env: "AWS_ENDPOINT_URL_S3" },
+    endpoint: {
+      doc: "Endpoint for every AWS service (LocalStack, fauxqs).",
+      format: String,
+      default: "",
+      env: "AWS_ENDPOINT_URL",
+    },
+    sqsEndpoint: {
+      doc: "SQS endpoint, over aws.endpoint.",
+      format: String,
+      default: "",
+      env: "AWS_ENDPOINT_URL_SQS",
+    },
+    s3Endpoint: {
+      doc: "S3 endpoint, over aws.endpoint.",
+      format: String,
+      default: "",
+      env: "AWS_ENDPOINT_URL_S3",
+    },
   },
   handlersDir: {
     doc: "Where handler modules are looked up; relative to the app root.",
@@ -179,10 +207,26 @@ function queueSchema(dispatch: DispatchConfig, destination: DestinationConfig) {
     );
   return {
     queue: { doc: "Queue name or URL.", format: "required-string", default: null as string | null },
-    handler: { doc: "Handler module under handlersDir.", format: "required-string", default: null as string | null },
-    concurrency: { doc: "Handlers running at once.", format: range(1, 10_000, "handlers at once"), default: 8 },
-    threads: { doc: "Worker threads; 0 = min(cores, concurrency).", format: range(0, 256, "worker threads"), default: 0 },
-    prefetch: { doc: "Messages received ahead of a free handler.", format: range(0, 10_000, "messages"), default: 10 },
+    handler: {
+      doc: "Handler module under handlersDir.",
+      format: "required-string",
+      default: null as string | null,
+    },
+    concurrency: {
+      doc: "Handlers running at once.",
+      format: range(1, 10_000, "handlers at once"),
+      default: 8,
+    },
+    threads: {
+      doc: "Worker threads; 0 = min(cores, concurrency).",
+      format: range(0, 256, "worker threads"),
+      default: 0,
+    },
+    prefetch: {
+      doc: "Messages received ahead of a free handler.",
+      format: range(0, 10_000, "messages"),
+      default: 10,
+    },
     maxUnacked: { doc: "Received but not yet deleted, at most.", format: "positive-int", default: 2000 },
     visibilityTimeoutSec: {
       doc: "Visibility timeout asked on receive and kept extended.",
@@ -199,8 +243,16 @@ function queueSchema(dispatch: DispatchConfig, destination: DestinationConfig) {
       format: range(1, SQS_MAX_RECEIVE_BATCH, "SQS returns at most 10 per receive"),
       default: SQS_MAX_RECEIVE_BATCH,
     },
-    maxParallelReceives: { doc: "Long polls in flight at once.", format: range(1, 64, "parallel polls"), default: 8 },
-    handlerTimeoutMs: { doc: "A handler running longer is aborted and retried.", format: "positive-int", default: 30_000 },
+    maxParallelReceives: {
+      doc: "Long polls in flight at once.",
+      format: range(1, 64, "parallel polls"),
+      default: 8,
+    },
+    handlerTimeoutMs: {
+      doc: "A handler running longer is aborted and retried.",
+      format: "positive-int",
+      default: 30_000,
+    },
     deadLetterQueue: { doc: "Queue for poison messages.", format: String, default: "" },
     dispatch: withDefaults(dispatchSchema, dispatch),
     destination: withDefaults(destinationSchema, destination),
@@ -251,7 +303,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
   rawQueues.forEach((raw, i) => {
     const at = `queues[${i}]`;
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-      problems.push(`${at}: must be an object like { "queue": "orders", "handler": "orders.ts" }; got ${JSON.stringify(raw)}`);
+      problems.push(
+        `${at}: must be an object like { "queue": "orders", "handler": "orders.ts" }; got ${JSON.stringify(raw)}`,
+      );
       return;
     }
     const entry = convict(queueSchema(dispatch, destination), { env: {}, args: [] });
@@ -269,10 +323,14 @@ export function loadConfig(options: LoadOptions = {}): Config {
       );
     }
     if (!/\.(ts|mts|js|mjs)$/.test(handlerPath)) {
-      problems.push(`${at}.handler: must be a .ts, .mts, .js or .mjs module; got ${JSON.stringify(q.handler)}`);
+      problems.push(
+        `${at}.handler: must be a .ts, .mts, .js or .mjs module; got ${JSON.stringify(q.handler)}`,
+      );
     }
     if (!q.destination.bucket) {
-      problems.push(`${at}.destination.bucket: is required; set destination.bucket in config or OCTORELAY_S3_BUCKET`);
+      problems.push(
+        `${at}.destination.bucket: is required; set destination.bucket in config or OCTORELAY_S3_BUCKET`,
+      );
     }
     const queue = q.queue as string;
     const concurrency = q.concurrency;
@@ -306,7 +364,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
       seen.set(q.name, i);
     }
     if (q.deadLetterQueue && queueNameOf(q.deadLetterQueue) === q.name) {
-      problems.push(`queues[${i}].deadLetterQueue: must differ from the queue itself; got ${JSON.stringify(q.deadLetterQueue)}`);
+      problems.push(
+        `queues[${i}].deadLetterQueue: must differ from the queue itself; got ${JSON.stringify(q.deadLetterQueue)}`,
+      );
     }
   });
   if (problems.length > 0) throw new ConfigError(problems);
@@ -328,11 +388,16 @@ export function loadConfig(options: LoadOptions = {}): Config {
 
 /** A queue's name from a name or a queue URL (its last path segment). */
 export function queueNameOf(queue: string): string {
-  return /^https?:\/\//.test(queue) ? (new URL(queue).pathname.split("/").filter(Boolean).pop() ?? queue) : queue;
+  return /^https?:\/\//.test(queue)
+    ? (new URL(queue).pathname.split("/").filter(Boolean).pop() ?? queue)
+    : queue;
 }
 
 /** Convict reports all problems in one newline-joined message; split it and prefix the key path. */
-function convictProblems(instance: { validate(o: { allowed: "strict" }): unknown }, prefix: string): string[] {
+function convictProblems(
+  instance: { validate(o: { allowed: "strict" }): unknown },
+  prefix: string,
+): string[] {
   try {
     instance.validate({ allowed: "strict" });
     return [];

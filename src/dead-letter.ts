@@ -65,7 +65,10 @@ export class DeadLetter {
       return true;
     } catch (err) {
       this.#stats.sqsCalls.errors++;
-      this.#log.error({ err, messageId: message.MessageId }, "could not dead-letter the message; it will be retried");
+      this.#log.error(
+        { err, messageId: message.MessageId },
+        "could not dead-letter the message; it will be retried",
+      );
       return false;
     }
   }

@@ -80,7 +80,8 @@ export class Dispatcher<T> {
   }
 
   add(record: DispatchRecord<T>): void {
-    if (this.#stopped) throw new Error(`dispatcher for ${this.account} is stopped; the router must spawn a new one`);
+    if (this.#stopped)
+      throw new Error(`dispatcher for ${this.account} is stopped; the router must spawn a new one`);
     if (this.#buffer.length === 0) this.#oldestBufferedAtMs = Date.now();
     this.#buffer.push(record);
     this.#bufferedBytes += Buffer.byteLength(record.line);
@@ -159,10 +160,14 @@ export class Dispatcher<T> {
       bytes,
     };
     this.#inFlight++;
-    void this.#deliver(batch, records.map((r) => r.ticket)).finally(() => {
+    void this.#deliver(
+      batch,
+      records.map((r) => r.ticket),
+    ).finally(() => {
       this.#inFlight--;
       if (this.#full() || (this.#drained.length > 0 && this.#buffer.length > 0)) this.#cut();
-      if (this.#buffer.length === 0 && this.#inFlight === 0) for (const resolve of this.#drained.splice(0)) resolve();
+      if (this.#buffer.length === 0 && this.#inFlight === 0)
+        for (const resolve of this.#drained.splice(0)) resolve();
     });
   }
 
@@ -187,10 +192,17 @@ export class Dispatcher<T> {
         const error =
           err instanceof DeliveryError
             ? err
-            : new DeliveryError((err as Error).message, { destination: this.#deps.destination.kind, account: this.account, retryable: true }, { cause: err });
+            : new DeliveryError(
+                (err as Error).message,
+                { destination: this.#deps.destination.kind, account: this.account, retryable: true },
+                { cause: err },
+              );
         this.#lastError = error.message;
         if (!error.retryable) {
-          log.error({ err: error, batchId: batch.batchId, records: tickets.length }, "destination refused the batch for good");
+          log.error(
+            { err: error, batchId: batch.batchId, records: tickets.length },
+            "destination refused the batch for good",
+          );
           this.#deps.onRejected(tickets, error);
           return;
         }

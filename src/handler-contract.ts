@@ -37,7 +37,9 @@ export interface HandlerOutput {
 
 export type HandlerResult = undefined | null | HandlerOutput | HandlerOutput[];
 
-export type Handler<Body = unknown> = (message: HandlerMessage<Body>) => HandlerResult | Promise<HandlerResult>;
+export type Handler<Body = unknown> = (
+  message: HandlerMessage<Body>,
+) => HandlerResult | Promise<HandlerResult>;
 
 /** Throw this (or any error with `permanent = true`) when a message can never succeed. */
 export class PermanentError extends Error {

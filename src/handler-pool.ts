@@ -9,7 +9,9 @@ import type { HandlerOutcome, HandlerTask, HandlerWorkerData, ProbeTask } from "
 const HARD_TIMEOUT_GRACE_MS = 5000;
 
 /** The worker entry beside this file, .ts when running from source, .js when built. */
-const WORKER_FILE = fileURLToPath(new URL(`./handler-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+const WORKER_FILE = fileURLToPath(
+  new URL(`./handler-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url),
+);
 
 export interface HandlerPoolOptions {
   queue: string;
@@ -65,7 +67,9 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
       idleTimeout: Number.POSITIVE_INFINITY,
       workerData,
     });
-    piscina.on("error", (err: unknown) => this.#log.error({ err }, "worker thread error; piscina replaces it"));
+    piscina.on("error", (err: unknown) =>
+      this.#log.error({ err }, "worker thread error; piscina replaces it"),
+    );
     return piscina;
   }
 
@@ -145,7 +149,10 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
           "handler blocked its worker thread past its timeout; replacing the pool's threads",
         );
         this.#replace(piscina);
-        resolve({ kind: "failed", reason: `handler blocked its thread past ${this.#options.handlerTimeoutMs} ms` });
+        resolve({
+          kind: "failed",
+          reason: `handler blocked its thread past ${this.#options.handlerTimeoutMs} ms`,
+        });
       }, this.#options.handlerTimeoutMs + HARD_TIMEOUT_GRACE_MS);
     });
     try {
@@ -162,6 +169,8 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
   #replace(wedged: Piscina<HandlerTask | ProbeTask, HandlerOutcome>): void {
     if (this.#piscina !== wedged) return;
     this.#piscina = this.#createPiscina();
-    void wedged.destroy().catch((err: unknown) => this.#log.warn({ err }, "could not destroy the wedged pool"));
+    void wedged
+      .destroy()
+      .catch((err: unknown) => this.#log.warn({ err }, "could not destroy the wedged pool"));
   }
 }

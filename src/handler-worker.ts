@@ -82,7 +82,8 @@ export default async function run(task: HandlerTask | ProbeTask): Promise<Handle
     result = await Promise.race([handle(message), timedOut(signal)]);
   } catch (err) {
     const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-    const permanent = typeof err === "object" && err !== null && (err as { permanent?: unknown }).permanent === true;
+    const permanent =
+      typeof err === "object" && err !== null && (err as { permanent?: unknown }).permanent === true;
     return permanent ? { kind: "poison", reason } : { kind: "failed", reason };
   }
   return toLines(task, result);
@@ -91,9 +92,13 @@ export default async function run(task: HandlerTask | ProbeTask): Promise<Handle
 /** Rejects when the handler's time is up; the handler sees the same signal and should stop. */
 function timedOut(signal: AbortSignal): Promise<never> {
   return new Promise((_, reject) => {
-    signal.addEventListener("abort", () => reject(new Error(`handler timed out after ${handlerTimeoutMs} ms`)), {
-      once: true,
-    });
+    signal.addEventListener(
+      "abort",
+      () => reject(new Error(`handler timed out after ${handlerTimeoutMs} ms`)),
+      {
+        once: true,
+      },
+    );
   });
 }
 
@@ -108,7 +113,12 @@ function toLines(task: HandlerTask, result: unknown): HandlerOutcome {
   const head = `{"id":${JSON.stringify(task.id)},"queue":${JSON.stringify(queue)},"receivedAt":"${task.receivedAt}"${sentAt}`;
   for (let i = 0; i < outputs.length; i++) {
     const output = outputs[i] as Partial<HandlerOutput> | null;
-    if (typeof output !== "object" || output === null || typeof output.account !== "string" || output.account === "") {
+    if (
+      typeof output !== "object" ||
+      output === null ||
+      typeof output.account !== "string" ||
+      output.account === ""
+    ) {
       return {
         kind: "poison",
         reason: `output[${i}] must be { account: non-empty string, payload }; got ${describe(output)}`,
@@ -118,7 +128,10 @@ function toLines(task: HandlerTask, result: unknown): HandlerOutcome {
     try {
       payload = JSON.stringify(output.payload);
     } catch (err) {
-      return { kind: "poison", reason: `output[${i}].payload is not JSON-serialisable: ${(err as Error).message}` };
+      return {
+        kind: "poison",
+        reason: `output[${i}].payload is not JSON-serialisable: ${(err as Error).message}`,
+      };
     }
     lines.push({
       account: output.account,

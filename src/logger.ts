@@ -1,4 +1,4 @@
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 import type { LogLevel } from "./config.ts";
 
 /** Structured JSON logs to stdout; `pretty` (the demo) renders them for a terminal instead. */
@@ -11,7 +11,12 @@ export function createLogger(level: LogLevel, options: { pretty?: boolean } = {}
       censor: "[redacted]",
     },
     ...(options.pretty
-      ? { transport: { target: "pino-pretty", options: { colorize: true, destination: 2, ignore: "pid,hostname,service" } } }
+      ? {
+          transport: {
+            target: "pino-pretty",
+            options: { colorize: true, destination: 2, ignore: "pid,hostname,service" },
+          },
+        }
       : {}),
   });
 }

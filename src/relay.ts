@@ -1,5 +1,5 @@
-import { GetQueueUrlCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
 import type { S3Client } from "@aws-sdk/client-s3";
+import { GetQueueUrlCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
 import { Acker, type Ticket } from "./acker.ts";
 import { backoffMs } from "./backoff.ts";
@@ -133,7 +133,13 @@ export class Relay {
     acker.start();
     poller.start();
     log.info(
-      { queueUrl, handler: o.handlerPath, concurrency: o.concurrency, threads: o.threads, maxUnacked: o.maxUnacked },
+      {
+        queueUrl,
+        handler: o.handlerPath,
+        concurrency: o.concurrency,
+        threads: o.threads,
+        maxUnacked: o.maxUnacked,
+      },
       "queue ready",
     );
   }
@@ -153,7 +159,10 @@ export class Relay {
     const releasedBefore = this.stats.released;
     await this.#poller.stop();
     const cancelled = this.#pool.cancelWaiting();
-    log.info({ cancelled, running: this.#pool.running }, "stopped receiving; letting running handlers finish");
+    log.info(
+      { cancelled, running: this.#pool.running },
+      "stopped receiving; letting running handlers finish",
+    );
     const finished =
       (await untilAborted(this.#pool.idle(), deadline)) && (await untilAborted(this.#handled(), deadline));
     if (finished) {
@@ -192,9 +201,9 @@ export class Relay {
         .run(toTask(message, ticket, receivedAt))
         .then((outcome) => this.#settle(ticket, outcome))
         .finally(() => {
-        this.#handling--;
-        if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
-      });
+          this.#handling--;
+          if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
+        });
     }
   }
 
@@ -228,7 +237,12 @@ export class Relay {
         this.stats.handlerFailures++;
         const delaySec = backoffMs(ticket.receiveCount, RETRY_BASE_MS, RETRY_CAP_MS) / 1000;
         this.#log.warn(
-          { messageId: ticket.id, receiveCount: ticket.receiveCount, reason: outcome.reason, retryInSec: Math.round(delaySec) },
+          {
+            messageId: ticket.id,
+            receiveCount: ticket.receiveCount,
+            reason: outcome.reason,
+            retryInSec: Math.round(delaySec),
+          },
           "handler failed; message will be retried",
         );
         acker.release(ticket, delaySec);

@@ -17,7 +17,9 @@ export class Service {
 
   async start(): Promise<void> {
     const results = await Promise.allSettled(this.relays.map((r) => r.start()));
-    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ queue: this.relays[i]?.options.name, err: r.reason }] : []));
+    const failed = results.flatMap((r, i) =>
+      r.status === "rejected" ? [{ queue: this.relays[i]?.options.name, err: r.reason }] : [],
+    );
     if (failed.length > 0) {
       await this.stop(AbortSignal.timeout(this.#config.shutdownDeadlineMs));
       throw new AggregateError(

@@ -15,7 +15,12 @@ export interface RelayStats {
   released: number;
   visibilityExtended: number;
   dispatchersSpawned: number;
-  sqsCalls: { receiveMessage: number; deleteMessageBatch: number; changeMessageVisibilityBatch: number; errors: number };
+  sqsCalls: {
+    receiveMessage: number;
+    deleteMessageBatch: number;
+    changeMessageVisibilityBatch: number;
+    errors: number;
+  };
 }
 
 export function newRelayStats(): RelayStats {

@@ -8,7 +8,12 @@ import type { Batch, Destination } from "./destination.ts";
 const gzip = promisify(gzipCallback);
 
 /** S3 answers that no retry can fix until an operator acts. */
-const PERMANENT_S3_CODES = new Set(["AccessDenied", "NoSuchBucket", "InvalidBucketName", "InvalidAccessKeyId"]);
+const PERMANENT_S3_CODES = new Set([
+  "AccessDenied",
+  "NoSuchBucket",
+  "InvalidBucketName",
+  "InvalidAccessKeyId",
+]);
 
 /** One object per batch: gzip NDJSON under a key built from the template. */
 export class S3Destination implements Destination {

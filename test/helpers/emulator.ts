@@ -4,12 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { gunzipSync } from "node:zlib";
-import {
-  CreateBucketCommand,
-  GetObjectCommand,
-  ListObjectsV2Command,
-  S3Client,
-} from "@aws-sdk/client-s3";
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import {
   CreateQueueCommand,
   GetQueueAttributesCommand,
@@ -66,7 +61,9 @@ export async function createQueue(
   const dlqName = `${name}-dlq`;
   const dlq = await emu.sqs.send(new CreateQueueCommand({ QueueName: dlqName }));
   const dlqUrl = dlq.QueueUrl as string;
-  const attrs = await emu.sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }));
+  const attrs = await emu.sqs.send(
+    new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }),
+  );
   const queue = await emu.sqs.send(
     new CreateQueueCommand({
       QueueName: name,
@@ -104,7 +101,7 @@ export async function sendBodies(emu: Emulator, queueUrl: string, bodies: unknow
     );
     if (out.Failed?.length) throw new Error(`SendMessageBatch failed: ${JSON.stringify(out.Failed)}`);
     const byEntry = new Map((out.Successful ?? []).map((s) => [s.Id, s.MessageId as string]));
-    chunk.forEach((_, j) => ids.push(byEntry.get(String(j)) as string));
+    for (let j = 0; j < chunk.length; j++) ids.push(byEntry.get(String(j)) as string);
   }
   return ids;
 }
@@ -119,17 +116,27 @@ export interface DeliveredRecord {
 }
 
 /** Every NDJSON record in the bucket (gzip or not), with the key it was found under. */
-export async function readDelivered(emu: Emulator, bucket: string, prefix?: string): Promise<DeliveredRecord[]> {
+export async function readDelivered(
+  emu: Emulator,
+  bucket: string,
+  prefix?: string,
+): Promise<DeliveredRecord[]> {
   const records: DeliveredRecord[] = [];
   let token: string | undefined;
   do {
     const page = await emu.s3.send(
-      new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token, ...(prefix ? { Prefix: prefix } : {}) }),
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        ContinuationToken: token,
+        ...(prefix ? { Prefix: prefix } : {}),
+      }),
     );
     for (const object of page.Contents ?? []) {
       const key = object.Key as string;
       const got = await emu.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-      const bytes = Buffer.from(await (got.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+      const bytes = Buffer.from(
+        await (got.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray(),
+      );
       const text = key.endsWith(".gz") ? gunzipSync(bytes).toString("utf8") : bytes.toString("utf8");
       for (const line of text.split("\n")) {
         if (line) records.push({ key, ...(JSON.parse(line) as Omit<DeliveredRecord, "key">) });

@@ -35,7 +35,9 @@ export function spySqs(emu: Emulator): SqsSpy {
       spy.started.set(name, (spy.started.get(name) ?? 0) + 1);
       const input = args.input as { Entries?: { Id?: string; ReceiptHandle?: string }[] };
       if (name === "DeleteMessageBatchCommand" && spy.beforeDelete) {
-        await spy.beforeDelete((input.Entries ?? []).map((e) => spy.idByReceipt.get(e.ReceiptHandle ?? "") ?? "?"));
+        await spy.beforeDelete(
+          (input.Entries ?? []).map((e) => spy.idByReceipt.get(e.ReceiptHandle ?? "") ?? "?"),
+        );
       }
       const result = await next(args);
       const output = result.output as {

@@ -49,7 +49,11 @@ describe("demand-driven receiving", () => {
     const q = await createQueue(emu);
     const bucket = await createBucket(emu);
     const concurrency = 3;
-    await sendBodies(emu, q.url, Array.from({ length: 30 }, (_, n) => ({ account: `a-${n % 3}`, delayMs: 80 })));
+    await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 30 }, (_, n) => ({ account: `a-${n % 3}`, delayMs: 80 })),
+    );
     service = await startService(emu, {
       dispatch: { flushIntervalMs: 100 },
       destination: { bucket },
@@ -65,14 +69,20 @@ describe("demand-driven receiving", () => {
     const bucket = await createBucket(emu);
     const spy = spySqs(emu);
     const maxUnacked = 7;
-    await sendBodies(emu, q.url, Array.from({ length: 60 }, (_, n) => ({ account: `a-${n % 4}`, delayMs: 1 })));
+    await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 60 }, (_, n) => ({ account: `a-${n % 4}`, delayMs: 1 })),
+    );
     service = await startService(
       emu,
       {
         // A slow flush keeps messages un-acknowledged long after their handler returned.
         dispatch: { flushIntervalMs: 300 },
         destination: { bucket },
-        queues: [{ queue: q.name, handler: "slow.ts", concurrency: 20, prefetch: 10, maxUnacked, waitTimeSec: 1 }],
+        queues: [
+          { queue: q.name, handler: "slow.ts", concurrency: 20, prefetch: 10, maxUnacked, waitTimeSec: 1 },
+        ],
       },
       { sqs: spy.sqs },
     );
@@ -86,7 +96,11 @@ describe("demand-driven receiving", () => {
     const q = await createQueue(emu);
     const bucket = await createBucket(emu);
     const spy = spySqs(emu);
-    await sendBodies(emu, q.url, Array.from({ length: 12 }, (_, n) => ({ account: "acme", block: true, n })));
+    await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 12 }, (_, n) => ({ account: "acme", block: true, n })),
+    );
     service = await startService(
       emu,
       {
@@ -120,7 +134,11 @@ describe("demand-driven receiving", () => {
         if (delivered.filter((r) => r.id === id).length !== 3) early.push(id);
       }
     };
-    await sendBodies(emu, q.url, Array.from({ length: 20 }, (_, n) => ({ accounts: [`x-${n % 2}`, "y", `z-${n % 5}`], n })));
+    await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 20 }, (_, n) => ({ accounts: [`x-${n % 2}`, "y", `z-${n % 5}`], n })),
+    );
     service = await startService(
       emu,
       {

@@ -41,7 +41,14 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     service = await startService(emu, {
       dispatch: fast,
       destination: { bucket },
-      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("passthrough.ts"),
+          deadLetterQueue: q.dlqName,
+          ...queueDefaults,
+        },
+      ],
     });
     const relay = service.relays[0];
     await waitFor("every message deleted", () => relay?.stats.deleted === N);
@@ -78,7 +85,14 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     service = await startService(emu, {
       dispatch: fast,
       destination: { bucket },
-      queues: [{ queue: q.name, handler: sampleHandler("order-events.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("order-events.ts"),
+          deadLetterQueue: q.dlqName,
+          ...queueDefaults,
+        },
+      ],
     });
     const relay = service.relays[0];
     await waitFor("every order deleted", () => relay?.stats.deleted === orders.length);
@@ -87,7 +101,11 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     expect(records).toHaveLength(orders.length * 3);
     for (const id of ids) {
       const forMessage = records.filter((r) => r.id === id);
-      expect(forMessage.map((r) => (r.payload as { type: string }).type).sort()).toEqual(["commission", "commission", "order"]);
+      expect(forMessage.map((r) => (r.payload as { type: string }).type).sort()).toEqual([
+        "commission",
+        "commission",
+        "order",
+      ]);
       expect(new Set(forMessage.map((r) => r.account)).size).toBe(3);
     }
     const global = records.filter((r) => r.account === "aff-global");
@@ -99,13 +117,26 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
   it("deletes a message whose handler returns nothing, and writes nothing for it", async () => {
     const q = await createQueue(emu);
     const bucket = await createBucket(emu);
-    const testOrders = Array.from({ length: 25 }, (_, n) => ({ orderId: `t-${n}`, merchant: "acme", total: 1, currency: "EUR", test: true }));
+    const testOrders = Array.from({ length: 25 }, (_, n) => ({
+      orderId: `t-${n}`,
+      merchant: "acme",
+      total: 1,
+      currency: "EUR",
+      test: true,
+    }));
     const realOrder = { orderId: "real", merchant: "acme", total: 5, currency: "EUR" };
     await sendBodies(emu, q.url, [...testOrders, realOrder]);
     service = await startService(emu, {
       dispatch: fast,
       destination: { bucket },
-      queues: [{ queue: q.name, handler: sampleHandler("order-events.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("order-events.ts"),
+          deadLetterQueue: q.dlqName,
+          ...queueDefaults,
+        },
+      ],
     });
     const relay = service.relays[0];
     await waitFor("all 26 deleted", () => relay?.stats.deleted === 26);
@@ -122,19 +153,39 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     await sendBodies(
       emu,
       orders.url,
-      Array.from({ length: 30 }, (_, n) => ({ orderId: `o-${n}`, merchant: `m-${n % 2}`, total: 10, currency: "USD" })),
+      Array.from({ length: 30 }, (_, n) => ({
+        orderId: `o-${n}`,
+        merchant: `m-${n % 2}`,
+        total: 10,
+        currency: "USD",
+      })),
     );
-    await sendBodies(emu, events.url, Array.from({ length: 50 }, (_, n) => ({ account: `e-${n % 5}`, n })));
+    await sendBodies(
+      emu,
+      events.url,
+      Array.from({ length: 50 }, (_, n) => ({ account: `e-${n % 5}`, n })),
+    );
     service = await startService(emu, {
       dispatch: fast,
       destination: { bucket },
       queues: [
-        { queue: orders.name, handler: sampleHandler("order-events.ts"), deadLetterQueue: orders.dlqName, ...queueDefaults },
-        { queue: events.name, handler: sampleHandler("passthrough.ts"), deadLetterQueue: events.dlqName, ...queueDefaults },
+        {
+          queue: orders.name,
+          handler: sampleHandler("order-events.ts"),
+          deadLetterQueue: orders.dlqName,
+          ...queueDefaults,
+        },
+        {
+          queue: events.name,
+          handler: sampleHandler("passthrough.ts"),
+          deadLetterQueue: events.dlqName,
+          ...queueDefaults,
+        },
       ],
     });
-    await waitFor("both queues drained", () =>
-      service?.relays[0]?.stats.deleted === 30 && service.relays[1]?.stats.deleted === 50,
+    await waitFor(
+      "both queues drained",
+      () => service?.relays[0]?.stats.deleted === 30 && service.relays[1]?.stats.deleted === 50,
     );
     const fromOrders = await readDelivered(emu, bucket, `${orders.name}/`);
     const fromEvents = await readDelivered(emu, bucket, `${events.name}/`);
@@ -152,7 +203,14 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     service = await startService(emu, {
       dispatch: fast,
       destination: { bucket },
-      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), deadLetterQueue: q.dlqName, ...queueDefaults }],
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("passthrough.ts"),
+          deadLetterQueue: q.dlqName,
+          ...queueDefaults,
+        },
+      ],
     });
     await waitFor("all 10 deleted", () => service?.relays[0]?.stats.deleted === 10);
     const dead = await receiveAll(emu, q.dlqUrl);

@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  createBucket,
+  createQueue,
+  type Emulator,
+  readDelivered,
+  receiveAll,
+  sendBodies,
+  startEmulator,
+  waitFor,
+} from "../helpers/emulator.ts";
+import { spawnService } from "../helpers/process.ts";
+
+let emu: Emulator;
+
+beforeAll(async () => {
+  emu = await startEmulator();
+});
+afterAll(async () => {
+  await emu.stop();
+});
+
+describe("graceful stop of the real service process", () => {
+  it("on SIGTERM mid-stream: exits 0, everything delivered is deleted, everything else is back in the queue", async () => {
+    const q = await createQueue(emu, { visibilityTimeoutSec: 5 });
+    const bucket = await createBucket(emu);
+    const N = 400;
+    const ids = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: N }, (_, n) => ({ account: `a-${n % 10}`, delayMs: 20 })),
+    );
+    const proc = spawnService(emu, {
+      destination: { bucket },
+      dispatch: { flushIntervalMs: 300 },
+      shutdown: { deadlineMs: 15_000 },
+      queues: [
+        {
+          queue: q.name,
+          handler: "slow.ts",
+          deadLetterQueue: q.dlqName,
+          concurrency: 4,
+          threads: 1,
+          maxUnacked: 60,
+          waitTimeSec: 1,
+          visibilityTimeoutSec: 5,
+        },
+      ],
+    });
+    try {
+      await waitFor(
+        "some deliveries",
+        async () => (await readDelivered(emu, bucket)).length >= 20,
+        30_000,
+        100,
+      );
+      proc.child.kill("SIGTERM");
+      const exit = await proc.exited;
+      expect(exit, JSON.stringify(proc.logs.slice(-10))).toEqual({ code: 0, signal: null });
+      expect(proc.logs.some((l) => l.msg === "shutdown complete")).toBe(true);
+    } finally {
+      proc.child.kill("SIGKILL");
+    }
+
+    const delivered = (await readDelivered(emu, bucket)).map((r) => r.id);
+    // Anything a cut-off long poll had taken becomes visible again within the visibility timeout.
+    const remaining = await waitFor(
+      "every undelivered message visible again",
+      async () => {
+        const got = await receiveAll(emu, q.url, 60);
+        return got.length + delivered.length >= N ? got : undefined;
+      },
+      20_000,
+      500,
+    );
+    const back = remaining.map((m) => m.MessageId as string);
+    expect(new Set(delivered).size).toBe(delivered.length);
+    expect(delivered.length).toBeLessThan(N);
+    expect(back.filter((id) => delivered.includes(id))).toEqual([]);
+    expect(new Set([...delivered, ...back])).toEqual(new Set(ids));
+  });
+});
