@@ -14,7 +14,7 @@ export function createLogger(level: LogLevel, options: { pretty?: boolean } = {}
       ? {
           transport: {
             target: "pino-pretty",
-            options: { colorize: true, destination: 2, ignore: "pid,hostname,service" },
+            options: { colorize: true, singleLine: true, destination: 2, ignore: "pid,hostname,service" },
           },
         }
       : {}),
