@@ -18,11 +18,14 @@ export function createAwsClients(aws: Config["aws"]): AwsClients {
     sqs: new SQSClient({
       region: aws.region,
       maxAttempts,
+      // Long enough for a 20 s long poll; a hung connection is cut and retried rather than waited on.
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 30_000 },
       ...(aws.sqsEndpoint ? { endpoint: aws.sqsEndpoint, useQueueUrlAsEndpoint: false } : {}),
     }),
     s3: new S3Client({
       region: aws.region,
       maxAttempts,
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000 },
       ...(aws.s3Endpoint ? { endpoint: aws.s3Endpoint, forcePathStyle: true } : {}),
     }),
   };

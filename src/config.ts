@@ -32,6 +32,8 @@ export interface DispatchConfig {
   retryBaseMs: number;
   /** Cap on the retry delay of a failed flush, in ms. */
   retryMaxMs: number;
+  /** A batch still failing after this long is given back to SQS (released with a backoff delay). */
+  giveUpAfterMs: number;
 }
 
 export interface S3DestinationConfig {
@@ -60,7 +62,10 @@ export interface QueueConfig {
   receiveBatchSize: number;
   maxParallelReceives: number;
   handlerTimeoutMs: number;
-  /** Name or URL of the dead-letter queue for poison messages; "" to rely on the redrive policy. */
+  /** Backoff of a failed handler: visibility base × 2^(receives−1), capped. */
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Name or URL of the dead-letter queue; "" = the redrive policy's target, if any. */
   deadLetterQueue: string;
   dispatch: DispatchConfig;
   destination: DestinationConfig;
@@ -76,14 +81,36 @@ export interface Config {
 }
 
 // Formats shared by the top-level schema and the per-queue one. Each message says what is valid.
-convict.addFormats({
-  "positive-int": {
+// Strings (from env vars) become numbers or booleans only when they are exactly that, so "lots" or
+// "25s" is reported as written instead of turning into NaN or 25.
+const wholeNumber = (value: unknown) =>
+  typeof value === "string" && /^\s*-?\d+\s*$/.test(value) ? Number(value) : value;
+
+/** Registers (once) and names a whole-number format for [min, max]. */
+function intFormat(min: number, max: number, what: string): string {
+  const name = `int ${min}..${max} ${what}`;
+  convict.addFormat({
+    name,
+    coerce: wholeNumber,
     validate(value: unknown) {
-      if (!Number.isInteger(value) || (value as number) < 1) {
-        throw new Error(`must be a whole number of at least 1; got ${JSON.stringify(value)}`);
+      if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+        throw new Error(
+          `must be a whole number from ${min} to ${max}${what ? ` (${what})` : ""}; got ${JSON.stringify(value)}`,
+        );
       }
     },
-    coerce: Number,
+  });
+  return name;
+}
+
+const POSITIVE_INT = intFormat(1, Number.MAX_SAFE_INTEGER, "");
+
+convict.addFormats({
+  "strict-boolean": {
+    coerce: (value: unknown) => (value === "true" ? true : value === "false" ? false : value),
+    validate(value: unknown) {
+      if (typeof value !== "boolean") throw new Error(`must be true or false; got ${JSON.stringify(value)}`);
+    },
   },
   "required-string": {
     validate(value: unknown) {
@@ -111,28 +138,27 @@ convict.addFormats({
   },
 });
 
-const range = (min: number, max: number, what: string) => (value: unknown) => {
-  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
-    throw new Error(`must be a whole number from ${min} to ${max} (${what}); got ${JSON.stringify(value)}`);
-  }
-};
-
 const dispatchSchema = {
-  flushIntervalMs: { doc: "Flush period of each dispatcher, ms.", format: "positive-int", default: 1000 },
-  maxRecords: { doc: "Records that trigger an immediate flush.", format: "positive-int", default: 1000 },
+  flushIntervalMs: { doc: "Flush period of each dispatcher, ms.", format: POSITIVE_INT, default: 1000 },
+  maxRecords: { doc: "Records that trigger an immediate flush.", format: POSITIVE_INT, default: 1000 },
   maxBytes: {
     doc: "Uncompressed bytes that trigger an immediate flush.",
-    format: "positive-int",
+    format: POSITIVE_INT,
     default: 5_242_880,
   },
   emptyFlushLimit: {
     doc: "Empty flush ticks in a row before a dispatcher stops.",
-    format: "positive-int",
+    format: POSITIVE_INT,
     default: 5,
   },
-  maxConcurrentFlushes: { doc: "Flushes in flight per dispatcher.", format: "positive-int", default: 2 },
-  retryBaseMs: { doc: "First retry delay of a failed flush, ms.", format: "positive-int", default: 500 },
-  retryMaxMs: { doc: "Largest retry delay of a failed flush, ms.", format: "positive-int", default: 30_000 },
+  maxConcurrentFlushes: { doc: "Flushes in flight per dispatcher.", format: POSITIVE_INT, default: 2 },
+  retryBaseMs: { doc: "First retry delay of a failed flush, ms.", format: POSITIVE_INT, default: 500 },
+  retryMaxMs: { doc: "Largest retry delay of a failed flush, ms.", format: POSITIVE_INT, default: 30_000 },
+  giveUpAfterMs: {
+    doc: "A batch failing this long is released to SQS, ms.",
+    format: POSITIVE_INT,
+    default: 300_000,
+  },
 };
 
 const destinationSchema = {
@@ -143,7 +169,7 @@ const destinationSchema = {
     format: "key-template",
     default: "{queue}/{account}/{yyyy}/{MM}/{dd}/{HH}/{batchId}.ndjson.gz",
   },
-  gzip: { doc: "Gzip each object.", format: Boolean, default: true },
+  gzip: { doc: "Gzip each object.", format: "strict-boolean", default: true },
 };
 
 const rootSchema = {
@@ -186,7 +212,7 @@ const rootSchema = {
   shutdown: {
     deadlineMs: {
       doc: "Drain budget on SIGTERM before the rest is released, ms.",
-      format: "positive-int",
+      format: POSITIVE_INT,
       default: 25_000,
       env: "OCTORELAY_SHUTDOWN_DEADLINE_MS",
     },
@@ -214,46 +240,56 @@ function queueSchema(dispatch: DispatchConfig, destination: DestinationConfig) {
     },
     concurrency: {
       doc: "Handlers running at once.",
-      format: range(1, 10_000, "handlers at once"),
+      format: intFormat(1, 10_000, "handlers at once"),
       default: 8,
     },
     threads: {
       doc: "Worker threads; 0 = min(cores, concurrency).",
-      format: range(0, 256, "worker threads"),
+      format: intFormat(0, 256, "worker threads"),
       default: 0,
     },
     prefetch: {
       doc: "Messages received ahead of a free handler.",
-      format: range(0, 10_000, "messages"),
+      format: intFormat(0, 10_000, "messages"),
       default: 10,
     },
-    maxUnacked: { doc: "Received but not yet deleted, at most.", format: "positive-int", default: 2000 },
+    maxUnacked: { doc: "Received but not yet deleted, at most.", format: POSITIVE_INT, default: 2000 },
     visibilityTimeoutSec: {
       doc: "Visibility timeout asked on receive and kept extended.",
-      format: range(1, SQS_MAX_VISIBILITY_SEC, "SQS allows up to 12 hours"),
+      format: intFormat(1, SQS_MAX_VISIBILITY_SEC, "SQS allows up to 12 hours"),
       default: 60,
     },
     waitTimeSec: {
       doc: "Long-poll wait.",
-      format: range(0, SQS_MAX_WAIT_SEC, "SQS allows at most 20 s"),
+      format: intFormat(0, SQS_MAX_WAIT_SEC, "SQS allows at most 20 s"),
       default: 20,
     },
     receiveBatchSize: {
       doc: "Most messages per ReceiveMessage.",
-      format: range(1, SQS_MAX_RECEIVE_BATCH, "SQS returns at most 10 per receive"),
+      format: intFormat(1, SQS_MAX_RECEIVE_BATCH, "SQS returns at most 10 per receive"),
       default: SQS_MAX_RECEIVE_BATCH,
     },
     maxParallelReceives: {
       doc: "Long polls in flight at once.",
-      format: range(1, 64, "parallel polls"),
+      format: intFormat(1, 64, "parallel polls"),
       default: 8,
     },
     handlerTimeoutMs: {
       doc: "A handler running longer is aborted and retried.",
-      format: "positive-int",
+      format: POSITIVE_INT,
       default: 30_000,
     },
-    deadLetterQueue: { doc: "Queue for poison messages.", format: String, default: "" },
+    retryBaseMs: { doc: "First retry delay of a failed handler, ms.", format: POSITIVE_INT, default: 2000 },
+    retryMaxMs: {
+      doc: "Largest retry delay of a failed handler, ms.",
+      format: POSITIVE_INT,
+      default: 900_000,
+    },
+    deadLetterQueue: {
+      doc: "Queue for poison messages; defaults to the queue's redrive target.",
+      format: String,
+      default: "",
+    },
     dispatch: withDefaults(dispatchSchema, dispatch),
     destination: withDefaults(destinationSchema, destination),
   };
@@ -270,7 +306,7 @@ export interface LoadOptions {
   overrides?: Record<string, unknown>;
 }
 
-/** Loads and validates the configuration; throws one ConfigError listing every problem. */
+/** Loads and validates the configuration; throws one ConfigError listing every problem found. */
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env;
   const configDir = options.configDir ?? resolve(APP_ROOT, "config");
@@ -289,10 +325,14 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   if (options.overrides) root.load(options.overrides);
   problems.push(...convictProblems(root, ""));
-  if (problems.length > 0) throw new ConfigError(problems);
-
-  const dispatch = root.get("dispatch") as DispatchConfig;
-  const destination = root.get("destination") as DestinationConfig;
+  // With the top level invalid, queue entries are still checked, against the schema's own defaults.
+  const rootValid = problems.length === 0;
+  const dispatch = (rootValid ? root.get("dispatch") : defaultsOf(dispatchSchema)) as DispatchConfig;
+  const destination = (
+    rootValid
+      ? root.get("destination")
+      : { ...defaultsOf(destinationSchema), bucket: root.get("destination.bucket") }
+  ) as DestinationConfig;
   const handlersDir = resolve(APP_ROOT, root.get("handlersDir"));
   const rawQueues = root.get("queues") as unknown[];
   if (rawQueues.length === 0) {
@@ -300,6 +340,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
 
   const queues: QueueConfig[] = [];
+  /** Every entry that names a queue, valid or not, so duplicates are caught across all of them. */
+  const named: { name: string; deadLetterQueue: unknown; at: number }[] = [];
   rawQueues.forEach((raw, i) => {
     const at = `queues[${i}]`;
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
@@ -310,28 +352,28 @@ export function loadConfig(options: LoadOptions = {}): Config {
     }
     const entry = convict(queueSchema(dispatch, destination), { env: {}, args: [] });
     entry.load(raw);
-    const found = convictProblems(entry, `${at}.`);
-    problems.push(...found);
-    if (found.length > 0) return;
+    const before = problems.length;
+    problems.push(...convictProblems(entry, `${at}.`));
     const q = entry.getProperties();
-    const handlerPath = isAbsolute(q.handler as string)
-      ? (q.handler as string)
-      : resolve(handlersDir, q.handler as string);
-    if (!existsSync(handlerPath) || !statSync(handlerPath).isFile()) {
+    if (typeof q.queue === "string" && q.queue !== "") {
+      named.push({ name: queueNameOf(q.queue), deadLetterQueue: q.deadLetterQueue, at: i });
+    }
+    const handler = typeof q.handler === "string" && q.handler !== "" ? q.handler : undefined;
+    const handlerPath = handler ? (isAbsolute(handler) ? handler : resolve(handlersDir, handler)) : "";
+    if (handler && (!existsSync(handlerPath) || !statSync(handlerPath).isFile())) {
       problems.push(
-        `${at}.handler: file not found: ${JSON.stringify(q.handler)} (looked at ${handlerPath}); put the module in ${handlersDir} or fix the name`,
+        `${at}.handler: file not found: ${JSON.stringify(handler)} (looked at ${handlerPath}); put the module in ${handlersDir} or fix the name`,
       );
     }
-    if (!/\.(ts|mts|js|mjs)$/.test(handlerPath)) {
-      problems.push(
-        `${at}.handler: must be a .ts, .mts, .js or .mjs module; got ${JSON.stringify(q.handler)}`,
-      );
+    if (handler && !/\.(ts|mts|js|mjs)$/.test(handlerPath)) {
+      problems.push(`${at}.handler: must be a .ts, .mts, .js or .mjs module; got ${JSON.stringify(handler)}`);
     }
     if (!q.destination.bucket) {
       problems.push(
-        `${at}.destination.bucket: is required; set destination.bucket in config or OCTORELAY_S3_BUCKET`,
+        `${at}.destination.bucket: is required; got ""; set destination.bucket in config or OCTORELAY_S3_BUCKET`,
       );
     }
+    if (problems.length > before) return;
     const queue = q.queue as string;
     const concurrency = q.concurrency;
     queues.push({
@@ -347,6 +389,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
       receiveBatchSize: q.receiveBatchSize,
       maxParallelReceives: q.maxParallelReceives,
       handlerTimeoutMs: q.handlerTimeoutMs,
+      retryBaseMs: q.retryBaseMs,
+      retryMaxMs: Math.min(q.retryMaxMs, SQS_MAX_VISIBILITY_SEC * 1000),
       deadLetterQueue: q.deadLetterQueue,
       dispatch: q.dispatch as unknown as DispatchConfig,
       destination: q.destination as unknown as DestinationConfig,
@@ -354,21 +398,21 @@ export function loadConfig(options: LoadOptions = {}): Config {
   });
 
   const seen = new Map<string, number>();
-  queues.forEach((q, i) => {
-    const first = seen.get(q.name);
+  for (const { name, deadLetterQueue, at } of named) {
+    const first = seen.get(name);
     if (first !== undefined) {
       problems.push(
-        `queues[${i}].queue: duplicate queue name ${JSON.stringify(q.name)} (also queues[${first}]); declare each queue once`,
+        `queues[${at}].queue: duplicate queue name ${JSON.stringify(name)} (also queues[${first}]); declare each queue once`,
       );
     } else {
-      seen.set(q.name, i);
+      seen.set(name, at);
     }
-    if (q.deadLetterQueue && queueNameOf(q.deadLetterQueue) === q.name) {
+    if (typeof deadLetterQueue === "string" && deadLetterQueue && queueNameOf(deadLetterQueue) === name) {
       problems.push(
-        `queues[${i}].deadLetterQueue: must differ from the queue itself; got ${JSON.stringify(q.deadLetterQueue)}`,
+        `queues[${at}].deadLetterQueue: must differ from the queue itself; got ${JSON.stringify(deadLetterQueue)}`,
       );
     }
-  });
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const endpoint = root.get("aws.endpoint") || undefined;
@@ -384,6 +428,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
     shutdownDeadlineMs: root.get("shutdown.deadlineMs"),
     queues,
   };
+}
+
+function defaultsOf(schema: Record<string, { default: unknown }>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(schema).map(([key, item]) => [key, item.default]));
 }
 
 /** A queue's name from a name or a queue URL (its last path segment). */

@@ -20,8 +20,11 @@ export interface DispatcherDeps<T> {
   onDelivered(tickets: T[]): void;
   /** The destination refused a batch for good (a permanent error): the caller dead-letters it. */
   onRejected(tickets: T[], error: DeliveryError): void;
-  /** Delivery was abandoned (stop deadline): the caller releases the messages to SQS. */
-  onAbandoned(tickets: T[]): void;
+  /**
+   * Delivery was abandoned: at the stop deadline ("stopping"), or after the destination kept failing
+   * for `giveUpAfterMs` ("giving-up"). The caller releases the messages to SQS.
+   */
+  onAbandoned(tickets: T[], cause: "stopping" | "giving-up"): void;
   /** The dispatcher stopped itself; the router forgets it in the same tick. */
   onStopped(dispatcher: Dispatcher<T>): void;
 }
@@ -102,7 +105,7 @@ export class Dispatcher<T> {
     const tickets = this.#buffer.map((r) => r.ticket);
     this.#buffer = [];
     this.#bufferedBytes = 0;
-    if (tickets.length > 0) this.#deps.onAbandoned(tickets);
+    if (tickets.length > 0) this.#deps.onAbandoned(tickets, "stopping");
     this.#stop();
   }
 
@@ -174,9 +177,10 @@ export class Dispatcher<T> {
   /** Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. */
   async #deliver(batch: Batch, tickets: T[]): Promise<void> {
     const log = this.#deps.log;
+    let failingSinceMs: number | undefined;
     for (let attempt = 1; ; attempt++) {
       if (this.#abort.signal.aborted) {
-        this.#deps.onAbandoned(tickets);
+        this.#deps.onAbandoned(tickets, "stopping");
         return;
       }
       try {
@@ -206,6 +210,15 @@ export class Dispatcher<T> {
           this.#deps.onRejected(tickets, error);
           return;
         }
+        failingSinceMs ??= Date.now();
+        if (Date.now() - failingSinceMs >= this.#options.giveUpAfterMs) {
+          log.error(
+            { err: error, batchId: batch.batchId, attempts: attempt, records: tickets.length },
+            "destination still failing after giveUpAfterMs; releasing the batch's messages to SQS",
+          );
+          this.#deps.onAbandoned(tickets, "giving-up");
+          return;
+        }
         const delayMs = backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs);
         log[attempt === 1 ? "warn" : "error"](
           { err: error, batchId: batch.batchId, attempt, retryInMs: delayMs },
@@ -219,6 +232,7 @@ export class Dispatcher<T> {
 
 /** setTimeout as a promise that an abort cuts short (fake-timer friendly, unlike timers/promises). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     signal.addEventListener("abort", done, { once: true });

@@ -143,7 +143,12 @@ export class Poller {
             "ReceiveMessage failed; backing off",
           );
           clearTimeout(this.#backoffTimer);
-          this.#backoffTimer = setTimeout(() => this.#pump(), delayMs);
+          this.#backoffTimer = setTimeout(() => {
+            // Timers may fire a little before Date.now() reaches the deadline: clear it, or #pump
+            // would bail out and, with no receive in flight, nothing would ever wake the poller.
+            this.#backoffUntilMs = 0;
+            this.#pump();
+          }, delayMs);
         },
       )
       .finally(() => {

@@ -1,5 +1,10 @@
 import type { S3Client } from "@aws-sdk/client-s3";
-import { GetQueueUrlCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
+import {
+  GetQueueAttributesCommand,
+  GetQueueUrlCommand,
+  type Message,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
 import { Acker, type Ticket } from "./acker.ts";
 import { backoffMs } from "./backoff.ts";
@@ -11,10 +16,6 @@ import type { HandlerTask } from "./handler-worker.ts";
 import { Poller } from "./poller.ts";
 import { Router } from "./router.ts";
 import { newRelayStats, type RelayStats } from "./stats.ts";
-
-/** Retry delay of a failed handler, from its receive count: 2 s, 4 s, 8 s, ... up to 15 minutes. */
-const RETRY_BASE_MS = 2000;
-const RETRY_CAP_MS = 15 * 60 * 1000;
 
 export interface RelayDeps {
   sqs: SQSClient;
@@ -38,6 +39,8 @@ export class Relay {
   #deadLetter: DeadLetter | undefined;
   /** Messages between receive and the end of their handler's outcome handling. */
   #handling = 0;
+  /** From the queue's redrive policy: the receive at which SQS would dead-letter a message. */
+  #maxReceiveCount: number | undefined;
 
   constructor(deps: RelayDeps, options: QueueConfig) {
     this.#deps = deps;
@@ -72,12 +75,21 @@ export class Relay {
   async start(): Promise<void> {
     const { sqs, s3 } = this.#deps;
     const o = this.options;
-    const [queueUrl, deadLetterQueueUrl] = await Promise.all([
-      this.#resolveUrl(o.queue),
-      o.deadLetterQueue ? this.#resolveUrl(o.deadLetterQueue) : Promise.resolve(""),
-    ]);
-    await this.#pool.start();
     const log = this.#log;
+    const queueUrl = await this.#resolveUrl(o.queue);
+    const redrive = await this.#redrivePolicy(queueUrl);
+    this.#maxReceiveCount = redrive?.maxReceiveCount;
+    if (!redrive) {
+      log.warn(
+        "queue has no redrive policy: a message whose handler always fails is retried until its retention ends; give the queue a dead-letter queue",
+      );
+    }
+    const deadLetterQueueUrl = o.deadLetterQueue
+      ? await this.#resolveUrl(o.deadLetterQueue)
+      : redrive
+        ? await this.#urlOfArn(redrive.deadLetterTargetArn)
+        : "";
+    await this.#pool.start();
     const acker = new Acker(
       { sqs, log, stats: this.stats },
       { queue: o.name, queueUrl, visibilityTimeoutSec: o.visibilityTimeoutSec },
@@ -94,8 +106,9 @@ export class Relay {
         onRejected: (tickets, error) => {
           for (const t of new Set(tickets)) void this.#deadLetterOrRetry(t, error.message);
         },
-        onAbandoned: (tickets) => {
-          for (const t of tickets) acker.release(t, 0);
+        onAbandoned: (tickets, cause) => {
+          // At shutdown another replica should take them at once; from a failing partner, later.
+          for (const t of tickets) acker.release(t, cause === "stopping" ? 0 : this.#retryDelaySec(t));
         },
       },
       { ...o.dispatch, queue: o.name },
@@ -182,6 +195,34 @@ export class Relay {
     return released;
   }
 
+  #retryDelaySec(ticket: Ticket): number {
+    return backoffMs(ticket.receiveCount, this.options.retryBaseMs, this.options.retryMaxMs) / 1000;
+  }
+
+  async #redrivePolicy(
+    queueUrl: string,
+  ): Promise<{ deadLetterTargetArn: string; maxReceiveCount: number } | undefined> {
+    const out = await this.#deps.sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["RedrivePolicy"] }),
+    );
+    const raw = out.Attributes?.RedrivePolicy;
+    if (!raw) return undefined;
+    const policy = JSON.parse(raw) as { deadLetterTargetArn: string; maxReceiveCount: string | number };
+    return {
+      deadLetterTargetArn: policy.deadLetterTargetArn,
+      maxReceiveCount: Number(policy.maxReceiveCount),
+    };
+  }
+
+  /** arn:aws:sqs:region:account:name → the queue's URL. */
+  async #urlOfArn(arn: string): Promise<string> {
+    const [, , , , account, name] = arn.split(":");
+    const out = await this.#deps.sqs.send(
+      new GetQueueUrlCommand({ QueueName: name, ...(account ? { QueueOwnerAWSAccountId: account } : {}) }),
+    );
+    return out.QueueUrl ?? "";
+  }
+
   async #resolveUrl(queue: string): Promise<string> {
     if (/^https?:\/\//.test(queue)) return queue;
     const out = await this.#deps.sqs.send(new GetQueueUrlCommand({ QueueName: queue }));
@@ -235,7 +276,16 @@ export class Relay {
         return;
       case "failed": {
         this.stats.handlerFailures++;
-        const delaySec = backoffMs(ticket.receiveCount, RETRY_BASE_MS, RETRY_CAP_MS) / 1000;
+        // On its last receive, dead-letter it ourselves: SQS's redrive would move it without the reason.
+        const max = this.#maxReceiveCount;
+        if (max !== undefined && ticket.receiveCount >= max && this.#deadLetter?.configured) {
+          await this.#deadLetterOrRetry(
+            ticket,
+            `handler failed on receive ${ticket.receiveCount} of ${max}: ${outcome.reason}`,
+          );
+          return;
+        }
+        const delaySec = this.#retryDelaySec(ticket);
         this.#log.warn(
           {
             messageId: ticket.id,
@@ -265,7 +315,7 @@ export class Relay {
         "poison message and no deadLetterQueue configured; returned to the queue for its redrive policy",
       );
     }
-    acker.release(ticket, backoffMs(ticket.receiveCount, RETRY_BASE_MS, RETRY_CAP_MS) / 1000);
+    acker.release(ticket, this.#retryDelaySec(ticket));
   }
 }
 

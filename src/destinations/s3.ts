@@ -7,14 +7,6 @@ import type { Batch, Destination } from "./destination.ts";
 
 const gzip = promisify(gzipCallback);
 
-/** S3 answers that no retry can fix until an operator acts. */
-const PERMANENT_S3_CODES = new Set([
-  "AccessDenied",
-  "NoSuchBucket",
-  "InvalidBucketName",
-  "InvalidAccessKeyId",
-]);
-
 /** One object per batch: gzip NDJSON under a key built from the template. */
 export class S3Destination implements Destination {
   readonly kind = "s3";
@@ -49,8 +41,9 @@ export class S3Destination implements Destination {
       const code = err instanceof S3ServiceException ? err.name : (err as Error).name;
       throw new DeliveryError(
         `S3 PutObject to ${this.#options.bucket} failed: ${code}: ${(err as Error).message}`,
-        // Permanent codes are still retried by the dispatcher's policy, but flagged for the logs.
-        { destination: this.kind, account: batch.account, retryable: !PERMANENT_S3_CODES.has(code) },
+        // Every S3 failure is worth retrying: even AccessDenied or NoSuchBucket is fixed by an operator,
+        // not by dead-lettering the data. A batch that keeps failing is released after giveUpAfterMs.
+        { destination: this.kind, account: batch.account, retryable: true },
         { cause: err },
       );
     }

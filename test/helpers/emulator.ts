@@ -7,6 +7,7 @@ import { gunzipSync } from "node:zlib";
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import {
   CreateQueueCommand,
+  DeleteMessageBatchCommand,
   GetQueueAttributesCommand,
   type Message,
   ReceiveMessageCommand,
@@ -199,4 +200,29 @@ export async function waitFor<T>(
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/**
+ * Drains a dead-letter queue into `seen` (source message id → reason octorelay gave) and returns
+ * everything seen so far; messages are deleted once read, so calls can repeat while others arrive.
+ */
+export async function readDeadLetters(
+  emu: Emulator,
+  dlqUrl: string,
+  seen = new Map<string, string>(),
+): Promise<{ id: string; reason: string }[]> {
+  const messages = await receiveAll(emu, dlqUrl, 300);
+  for (const m of messages) {
+    const id = m.MessageAttributes?.["octorelay.sourceMessageId"]?.StringValue ?? (m.MessageId as string);
+    seen.set(id, m.MessageAttributes?.["octorelay.reason"]?.StringValue ?? "");
+  }
+  for (let i = 0; i < messages.length; i += 10) {
+    await emu.sqs.send(
+      new DeleteMessageBatchCommand({
+        QueueUrl: dlqUrl,
+        Entries: messages.slice(i, i + 10).map((m, j) => ({ Id: String(j), ReceiptHandle: m.ReceiptHandle })),
+      }),
+    );
+  }
+  return [...seen].map(([id, reason]) => ({ id, reason }));
 }

@@ -3,6 +3,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { loadConfig } from "../../src/config.ts";
@@ -36,10 +37,13 @@ export function sampleHandler(name: string): string {
 export async function startService(
   emu: Emulator,
   overrides: ServiceOverrides,
-  clients: { sqs?: SQSClient } = {},
+  clients: { sqs?: SQSClient; s3?: S3Client } = {},
 ): Promise<Service> {
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
-  const service = new Service({ sqs: clients.sqs ?? emu.sqs, s3: emu.s3, log }, testConfig(emu, overrides));
+  const service = new Service(
+    { sqs: clients.sqs ?? emu.sqs, s3: clients.s3 ?? emu.s3, log },
+    testConfig(emu, overrides),
+  );
   await service.start();
   return service;
 }

@@ -9,7 +9,7 @@ export interface SqsSpy {
   sqs: SQSClient;
   /** Calls started, by command name (e.g. "ReceiveMessageCommand"). */
   started: Map<string, number>;
-  /** Messages received and not yet deleted or released, as seen on the wire. */
+  /** Messages received and not yet deleted or released (visibility set to 0), as seen on the wire. */
   outstanding: () => number;
   maxOutstanding: () => number;
   /** Receipt handle → message id of everything received. */
@@ -33,7 +33,9 @@ export function spySqs(emu: Emulator): SqsSpy {
     (next, context) => async (args) => {
       const name = context.commandName as string;
       spy.started.set(name, (spy.started.get(name) ?? 0) + 1);
-      const input = args.input as { Entries?: { Id?: string; ReceiptHandle?: string }[] };
+      const input = args.input as {
+        Entries?: { Id?: string; ReceiptHandle?: string; VisibilityTimeout?: number }[];
+      };
       if (name === "DeleteMessageBatchCommand" && spy.beforeDelete) {
         await spy.beforeDelete(
           (input.Entries ?? []).map((e) => spy.idByReceipt.get(e.ReceiptHandle ?? "") ?? "?"),
@@ -51,9 +53,11 @@ export function spySqs(emu: Emulator): SqsSpy {
         }
         max = Math.max(max, held.size);
       }
-      if (name === "DeleteMessageBatchCommand") {
+      const releasing = name === "ChangeMessageVisibilityBatchCommand";
+      if (name === "DeleteMessageBatchCommand" || releasing) {
         for (const ok of output.Successful ?? []) {
           const entry = input.Entries?.find((e) => e.Id === ok.Id);
+          if (releasing && entry?.VisibilityTimeout !== 0) continue;
           held.delete(spy.idByReceipt.get(entry?.ReceiptHandle ?? "") ?? "");
         }
       }

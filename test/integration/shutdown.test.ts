@@ -3,12 +3,14 @@ import {
   createBucket,
   createQueue,
   type Emulator,
+  readDeadLetters,
   readDelivered,
   receiveAll,
   sendBodies,
   startEmulator,
   waitFor,
 } from "../helpers/emulator.ts";
+import { account, report } from "../helpers/figures.ts";
 import { spawnService } from "../helpers/process.ts";
 
 let emu: Emulator;
@@ -74,9 +76,79 @@ describe("graceful stop of the real service process", () => {
       500,
     );
     const back = remaining.map((m) => m.MessageId as string);
+    const figures = account(ids, await readDelivered(emu, bucket), []);
+    report("SIGTERM mid-stream (undelivered ones back in the queue)", {
+      ...figures,
+      lost: ids.filter((id) => !delivered.includes(id) && !back.includes(id)).length,
+    });
+    expect(figures.duplicated).toBe(0);
     expect(new Set(delivered).size).toBe(delivered.length);
     expect(delivered.length).toBeLessThan(N);
     expect(back.filter((id) => delivered.includes(id))).toEqual([]);
     expect(new Set([...delivered, ...back])).toEqual(new Set(ids));
+  });
+});
+
+describe("crash of the real service process", () => {
+  it("kill -9 mid-stream, then a restart: every message ends in S3 or the dead-letter queue", async () => {
+    const q = await createQueue(emu, { visibilityTimeoutSec: 3 });
+    const bucket = await createBucket(emu);
+    const N = 400;
+    const bodies = Array.from({ length: N }, (_, n) =>
+      n % 100 === 42 ? "not json" : { account: `a-${n % 10}`, delayMs: 10 },
+    );
+    const ids = await sendBodies(emu, q.url, bodies);
+    const config = {
+      destination: { bucket },
+      dispatch: { flushIntervalMs: 300 },
+      queues: [
+        {
+          queue: q.name,
+          handler: "slow.ts",
+          deadLetterQueue: q.dlqName,
+          concurrency: 8,
+          maxUnacked: 80,
+          waitTimeSec: 1,
+          visibilityTimeoutSec: 3,
+        },
+      ],
+    };
+    const first = spawnService(emu, config);
+    try {
+      await waitFor(
+        "some deliveries",
+        async () => (await readDelivered(emu, bucket)).length >= 40,
+        30_000,
+        100,
+      );
+      first.child.kill("SIGKILL");
+      expect(await first.exited).toEqual({ code: null, signal: "SIGKILL" });
+    } finally {
+      first.child.kill("SIGKILL");
+    }
+    const second = spawnService(emu, config);
+    const deadLetters = new Map<string, string>();
+    try {
+      const figures = await waitFor(
+        "every message in S3 or the dead-letter queue",
+        async () => {
+          const dead = await readDeadLetters(emu, q.dlqUrl, deadLetters);
+          const f = account(
+            ids,
+            await readDelivered(emu, bucket),
+            dead.map((d) => d.id),
+          );
+          return f.lost === 0 ? f : undefined;
+        },
+        60_000,
+        500,
+      );
+      report("kill -9 mid-stream, then a restart", figures);
+      expect(figures.deadLettered).toBe(4);
+      expect(figures.delivered).toBe(N - 4);
+    } finally {
+      second.child.kill("SIGTERM");
+      await second.exited;
+    }
   });
 });

@@ -1,0 +1,577 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Config, loadConfig } from "../../src/config.ts";
+import { ConfigError } from "../../src/errors.ts";
+
+/** A config dir of its own per test, so nothing reads the real config/ or handlers/. */
+interface Sandbox {
+  configDir: string;
+  handlersDir: string;
+  env: NodeJS.ProcessEnv;
+  write(name: string, content: unknown): string;
+}
+
+const sandboxes: string[] = [];
+
+afterEach(() => {
+  for (const dir of sandboxes.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function sandbox(defaults: unknown): Sandbox {
+  const root = mkdtempSync(join(tmpdir(), "octorelay-config-"));
+  sandboxes.push(root);
+  const configDir = join(root, "config");
+  const handlersDir = join(root, "handlers");
+  mkdirSync(configDir);
+  mkdirSync(handlersDir);
+  writeFileSync(join(handlersDir, "echo.ts"), "export default async function handle() {}\n");
+  const write = (name: string, content: unknown) => {
+    const file = join(configDir, name);
+    writeFileSync(file, typeof content === "string" ? content : JSON.stringify(content));
+    return file;
+  };
+  write("default.json", defaults);
+  return { configDir, handlersDir, env: { OCTORELAY_HANDLERS_DIR: handlersDir }, write };
+}
+
+const minimal = () => ({
+  destination: { bucket: "deliveries" },
+  queues: [{ queue: "orders", handler: "echo.ts" }],
+});
+
+function load(box: Sandbox, env: NodeJS.ProcessEnv = {}): Config {
+  return loadConfig({ configDir: box.configDir, env: { ...box.env, ...env } });
+}
+
+/** Runs the load and returns the ConfigError's problems, failing the test if it does not throw one. */
+function problemsOf(run: () => unknown): readonly string[] {
+  try {
+    run();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).code).toBe("CONFIG_INVALID");
+    return (err as ConfigError).problems;
+  }
+  expect.fail("loadConfig did not throw");
+}
+
+/** Exactly one problem, which starts with the key path and mentions every given fragment. */
+function expectOneProblem(problems: readonly string[], keyPath: string, ...mentions: string[]): void {
+  expect(problems).toHaveLength(1);
+  const problem = problems[0] as string;
+  expect(problem.startsWith(`${keyPath}: `), `"${problem}" should start with "${keyPath}: "`).toBe(true);
+  for (const text of mentions) expect(problem).toContain(text);
+}
+
+describe("loadConfig: valid configuration", () => {
+  it("gives typed values and defaults for a minimal config", () => {
+    const box = sandbox(minimal());
+    const config = load(box);
+
+    expect(config.env).toBe("development");
+    expect(config.logLevel).toBe("info");
+    expect(config.aws).toEqual({ region: "us-east-1", sqsEndpoint: undefined, s3Endpoint: undefined });
+    expect(config.handlersDir).toBe(box.handlersDir);
+    expect(config.shutdownDeadlineMs).toBe(25_000);
+    expect(config.queues).toHaveLength(1);
+    const q = config.queues[0];
+    expect(q).toMatchObject({
+      name: "orders",
+      queue: "orders",
+      handlerPath: join(box.handlersDir, "echo.ts"),
+      concurrency: 8,
+      prefetch: 10,
+      maxUnacked: 2000,
+      visibilityTimeoutSec: 60,
+      waitTimeSec: 20,
+      receiveBatchSize: 10,
+      maxParallelReceives: 8,
+      handlerTimeoutMs: 30_000,
+      deadLetterQueue: "",
+      dispatch: {
+        flushIntervalMs: 1000,
+        maxRecords: 1000,
+        maxBytes: 5_242_880,
+        emptyFlushLimit: 5,
+        maxConcurrentFlushes: 2,
+        retryBaseMs: 500,
+        retryMaxMs: 30_000,
+      },
+      destination: {
+        type: "s3",
+        bucket: "deliveries",
+        keyTemplate: "{queue}/{account}/{yyyy}/{MM}/{dd}/{HH}/{batchId}.ndjson.gz",
+        gzip: true,
+      },
+    });
+  });
+
+  it("turns threads 0 (the default) into at least one thread, at most concurrency", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [
+        { queue: "a", handler: "echo.ts" },
+        { queue: "b", handler: "echo.ts", concurrency: 1, threads: 0 },
+        { queue: "c", handler: "echo.ts", threads: 3 },
+      ],
+    });
+    const [a, b, c] = load(box).queues;
+    expect(a?.threads).toBeGreaterThanOrEqual(1);
+    expect(a?.threads).toBeLessThanOrEqual(8);
+    expect(b?.threads).toBe(1);
+    expect(c?.threads).toBe(3);
+  });
+
+  it("passes top-level dispatch and destination values down to every queue; a queue's own values win", () => {
+    const box = sandbox({
+      dispatch: { flushIntervalMs: 250, maxRecords: 50, emptyFlushLimit: 3 },
+      destination: { bucket: "shared", gzip: false },
+      queues: [
+        { queue: "orders", handler: "echo.ts" },
+        {
+          queue: "clicks",
+          handler: "echo.ts",
+          dispatch: { maxRecords: 7 },
+          destination: { bucket: "clicks-bucket" },
+        },
+      ],
+    });
+    const [orders, clicks] = load(box).queues;
+    expect(orders?.dispatch).toMatchObject({
+      flushIntervalMs: 250,
+      maxRecords: 50,
+      emptyFlushLimit: 3,
+      retryBaseMs: 500,
+    });
+    expect(orders?.destination).toMatchObject({ bucket: "shared", gzip: false });
+    expect(clicks?.dispatch).toMatchObject({
+      flushIntervalMs: 250,
+      maxRecords: 7,
+      emptyFlushLimit: 3,
+      retryBaseMs: 500,
+    });
+    expect(clicks?.destination).toMatchObject({ bucket: "clicks-bucket", gzip: false });
+  });
+
+  it("takes the queue name from the last path segment of a queue URL and keeps the URL", () => {
+    const url = "http://localhost:4566/000000000000/orders-high";
+    const box = sandbox({ destination: { bucket: "b" }, queues: [{ queue: url, handler: "echo.ts" }] });
+    const [q] = load(box).queues;
+    expect(q?.name).toBe("orders-high");
+    expect(q?.queue).toBe(url);
+  });
+
+  it("resolves an absolute handler path as is", () => {
+    const box = sandbox(minimal());
+    const handler = join(box.handlersDir, "echo.ts");
+    box.write("default.json", { destination: { bucket: "b" }, queues: [{ queue: "q", handler }] });
+    expect(load(box).queues[0]?.handlerPath).toBe(handler);
+  });
+});
+
+describe("loadConfig: environment variables", () => {
+  it("override scalars from the files", () => {
+    const box = sandbox({ ...minimal(), log: { level: "warn" }, aws: { region: "eu-west-1" } });
+    const config = load(box, {
+      OCTORELAY_LOG_LEVEL: "debug",
+      OCTORELAY_S3_BUCKET: "from-env",
+      AWS_REGION: "ap-southeast-2",
+      OCTORELAY_SHUTDOWN_DEADLINE_MS: "9000",
+    });
+    expect(config.logLevel).toBe("debug");
+    expect(config.aws.region).toBe("ap-southeast-2");
+    expect(config.shutdownDeadlineMs).toBe(9000);
+    expect(config.queues[0]?.destination.bucket).toBe("from-env");
+  });
+
+  it("AWS_ENDPOINT_URL sets both the SQS and the S3 endpoint", () => {
+    const box = sandbox(minimal());
+    const config = load(box, { AWS_ENDPOINT_URL: "http://localhost:4566" });
+    expect(config.aws.sqsEndpoint).toBe("http://localhost:4566");
+    expect(config.aws.s3Endpoint).toBe("http://localhost:4566");
+  });
+
+  it("AWS_ENDPOINT_URL_SQS wins over AWS_ENDPOINT_URL for SQS only", () => {
+    const box = sandbox(minimal());
+    const config = load(box, {
+      AWS_ENDPOINT_URL: "http://localhost:4566",
+      AWS_ENDPOINT_URL_SQS: "http://localhost:9324",
+    });
+    expect(config.aws.sqsEndpoint).toBe("http://localhost:9324");
+    expect(config.aws.s3Endpoint).toBe("http://localhost:4566");
+  });
+
+  it("AWS_ENDPOINT_URL_S3 wins over AWS_ENDPOINT_URL for S3 only", () => {
+    const box = sandbox(minimal());
+    const config = load(box, {
+      AWS_ENDPOINT_URL: "http://localhost:4566",
+      AWS_ENDPOINT_URL_S3: "http://localhost:9000",
+    });
+    expect(config.aws.sqsEndpoint).toBe("http://localhost:4566");
+    expect(config.aws.s3Endpoint).toBe("http://localhost:9000");
+  });
+
+  it("rejects an invalid value from the environment, naming the variable's key and value", () => {
+    const box = sandbox(minimal());
+    const problems = problemsOf(() => load(box, { OCTORELAY_LOG_LEVEL: "loud" }));
+    expectOneProblem(problems, "log.level", '"loud"');
+  });
+});
+
+describe("loadConfig: config files", () => {
+  it("overlays the file named by OCTORELAY_CONFIG on default.json", () => {
+    const box = sandbox({ ...minimal(), log: { level: "warn" }, dispatch: { maxRecords: 10 } });
+    const extra = box.write("site.json", {
+      dispatch: { flushIntervalMs: 200 },
+      queues: [{ queue: "site-queue", handler: "echo.ts" }],
+    });
+    const config = load(box, { OCTORELAY_CONFIG: extra });
+    expect(config.logLevel).toBe("warn");
+    expect(config.queues.map((q) => q.name)).toEqual(["site-queue"]);
+    expect(config.queues[0]?.dispatch).toMatchObject({ maxRecords: 10, flushIntervalMs: 200 });
+  });
+
+  it("applies the `files` option like OCTORELAY_CONFIG", () => {
+    const box = sandbox(minimal());
+    const extra = box.write("extra.json", { log: { level: "error" } });
+    const config = loadConfig({ configDir: box.configDir, env: box.env, files: [extra] });
+    expect(config.logLevel).toBe("error");
+  });
+
+  it("reports an OCTORELAY_CONFIG file that does not exist, naming it", () => {
+    const box = sandbox(minimal());
+    const missing = join(box.configDir, "nope.json");
+    const problems = problemsOf(() => load(box, { OCTORELAY_CONFIG: missing }));
+    expectOneProblem(problems, "OCTORELAY_CONFIG", JSON.stringify(missing));
+  });
+
+  it("applies <NODE_ENV>.json over default.json", () => {
+    const box = sandbox({ ...minimal(), log: { level: "warn" }, shutdown: { deadlineMs: 1000 } });
+    box.write("production.json", { log: { level: "error" } });
+    const config = load(box, { NODE_ENV: "production" });
+    expect(config.env).toBe("production");
+    expect(config.logLevel).toBe("error");
+    expect(config.shutdownDeadlineMs).toBe(1000);
+    // Another environment's file is not read.
+    expect(load(box, { NODE_ENV: "staging" }).logLevel).toBe("warn");
+  });
+
+  it("lets OCTORELAY_CONFIG win over <NODE_ENV>.json, and environment variables over both", () => {
+    const box = sandbox(minimal());
+    box.write("production.json", { log: { level: "error" }, aws: { region: "eu-west-1" } });
+    const extra = box.write("site.json", { log: { level: "debug" } });
+    const config = load(box, { NODE_ENV: "production", OCTORELAY_CONFIG: extra, AWS_REGION: "us-west-2" });
+    expect(config.logLevel).toBe("debug");
+    expect(config.aws.region).toBe("us-west-2");
+  });
+
+  it("reports a file that is not valid JSON", () => {
+    const box = sandbox(minimal());
+    box.write("default.json", "{ not json");
+    const problems = problemsOf(() => load(box));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^cannot read config: /);
+  });
+});
+
+describe("loadConfig: each bad config is one ConfigError problem naming the key and the value", () => {
+  it("an unknown top-level key", () => {
+    const box = sandbox({ ...minimal(), colour: "blue" });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "colour",
+      "unknown key",
+    );
+  });
+
+  it("an unknown key nested under a top-level section", () => {
+    const box = sandbox({ ...minimal(), dispatch: { flushIntervalMillis: 10 } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "dispatch.flushIntervalMillis",
+      "unknown key",
+    );
+  });
+
+  it("an unknown key inside a queue entry", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", colour: "red" }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].colour",
+      "unknown key",
+    );
+  });
+
+  it("an unknown key inside a queue's dispatch block", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", dispatch: { maxRecord: 5 } }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].dispatch.maxRecord",
+      "unknown key",
+    );
+  });
+
+  it("a value of the wrong type", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", concurrency: true }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].concurrency",
+      "got true",
+    );
+  });
+
+  // Regression: convict turns the string into NaN (parseFloat) before the format sees it, so the message says
+  // `got null` and the operator never sees the value they wrote.
+  it("a string where a number belongs, quoting the string", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", concurrency: "lots" }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].concurrency",
+      '"lots"',
+    );
+  });
+
+  it("a top-level value of the wrong type", () => {
+    const box = sandbox({ ...minimal(), dispatch: { maxRecords: 0 } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "dispatch.maxRecords",
+      "got 0",
+    );
+  });
+
+  it("a queue entry that is not an object", () => {
+    const box = sandbox({ destination: { bucket: "b" }, queues: ["orders"] });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0]",
+      '"orders"',
+    );
+  });
+
+  it("a queue entry without a handler", () => {
+    const box = sandbox({ destination: { bucket: "b" }, queues: [{ queue: "q" }] });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].handler",
+      "required",
+    );
+  });
+
+  it("a handler file that does not exist", () => {
+    const box = sandbox({ destination: { bucket: "b" }, queues: [{ queue: "q", handler: "missing.ts" }] });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].handler",
+      '"missing.ts"',
+      join(box.handlersDir, "missing.ts"),
+    );
+  });
+
+  it("a handler that is not a module file", () => {
+    const box = sandbox(minimal());
+    writeFileSync(join(box.handlersDir, "notes.txt"), "hi");
+    box.write("default.json", {
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "notes.txt" }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].handler",
+      '"notes.txt"',
+    );
+  });
+
+  it("receiveBatchSize over SQS's limit of 10", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", receiveBatchSize: 12 }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].receiveBatchSize",
+      "got 12",
+      "10",
+    );
+  });
+
+  it("waitTimeSec over SQS's limit of 20", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", waitTimeSec: 25 }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].waitTimeSec",
+      "got 25",
+      "20",
+    );
+  });
+
+  it("two queues with the same name (a name and a URL ending in it count as the same)", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [
+        { queue: "orders", handler: "echo.ts" },
+        { queue: "https://sqs.us-east-1.amazonaws.com/123456789012/orders", handler: "echo.ts" },
+      ],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[1].queue",
+      '"orders"',
+      "queues[0]",
+    );
+  });
+
+  it("a dead-letter queue that is the queue itself", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "orders", handler: "echo.ts", deadLetterQueue: "orders" }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].deadLetterQueue",
+      '"orders"',
+    );
+  });
+
+  it("no bucket anywhere", () => {
+    const box = sandbox({ queues: [{ queue: "q", handler: "echo.ts" }] });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].destination.bucket",
+      "required",
+      "OCTORELAY_S3_BUCKET",
+    );
+  });
+
+  it("a keyTemplate without {batchId}", () => {
+    const box = sandbox({
+      ...minimal(),
+      destination: { bucket: "b", keyTemplate: "{queue}/{account}/{yyyy}.ndjson" },
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "destination.keyTemplate",
+      "{batchId}",
+      '"{queue}/{account}/{yyyy}.ndjson"',
+    );
+  });
+
+  it("a queue's keyTemplate without {batchId}", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", destination: { keyTemplate: "{account}/data.ndjson" } }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].destination.keyTemplate",
+      "{batchId}",
+      '"{account}/data.ndjson"',
+    );
+  });
+
+  it("a keyTemplate with an unknown field", () => {
+    const box = sandbox({
+      ...minimal(),
+      destination: { bucket: "b", keyTemplate: "{account}/{day}/{batchId}" },
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "destination.keyTemplate",
+      "{day}",
+    );
+  });
+
+  it("no queues at all", () => {
+    const box = sandbox({ destination: { bucket: "b" } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues",
+      "none declared",
+    );
+  });
+
+  it("reports several problems at once, one entry each", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [
+        { queue: "a", handler: "missing.ts" },
+        { queue: "a", handler: "echo.ts" },
+        { queue: "c", handler: "echo.ts", receiveBatchSize: 12, waitTimeSec: 25, colour: "red" },
+        { queue: "d", handler: "echo.ts", concurrency: 0 },
+      ],
+    });
+    const problems = problemsOf(() => load(box));
+    const keys = problems.map((p) => p.slice(0, p.indexOf(": ")));
+    expect(keys.sort()).toEqual(
+      [
+        "queues[0].handler",
+        "queues[1].queue",
+        "queues[2].colour",
+        "queues[2].receiveBatchSize",
+        "queues[2].waitTimeSec",
+        "queues[3].concurrency",
+      ].sort(),
+    );
+    expect(problems).toHaveLength(6);
+  });
+
+  // Regression: the duplicate check numbers the queues that passed the schema, not the entries as declared.
+  it("names a duplicate queue by its declared position when an earlier entry is invalid", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [
+        { queue: "a", handler: "echo.ts", waitTimeSec: 25 },
+        { queue: "b", handler: "echo.ts" },
+        { queue: "b", handler: "echo.ts" },
+      ],
+    });
+    const problems = problemsOf(() => load(box));
+    expect(problems).toHaveLength(2);
+    expect(problems.find((p) => p.includes("duplicate"))).toMatch(
+      /^queues\[2\]\.queue: .*\(also queues\[1\]\)/,
+    );
+  });
+
+  it("reports several top-level problems at once", () => {
+    const box = sandbox({
+      ...minimal(),
+      colour: "blue",
+      log: { level: "loud" },
+      dispatch: { maxRecords: -1 },
+    });
+    const problems = problemsOf(() => load(box, { OCTORELAY_CONFIG: "/nonexistent/octorelay.json" }));
+    const keys = problems.map((p) => p.slice(0, p.indexOf(": ")));
+    expect(keys.sort()).toEqual(["OCTORELAY_CONFIG", "colour", "dispatch.maxRecords", "log.level"].sort());
+  });
+
+  it("puts every problem in the error message", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "missing.ts", waitTimeSec: 99 }],
+    });
+    try {
+      load(box);
+      expect.fail("loadConfig did not throw");
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      for (const problem of (err as ConfigError).problems) expect((err as Error).message).toContain(problem);
+    }
+  });
+});
