@@ -262,4 +262,39 @@ describe("handler failures", () => {
     expect(service.relays[0]?.stats.visibilityExtended).toBeGreaterThan(0);
     expect(figures).toMatchObject({ delivered: 12, duplicated: 0, lost: 0 });
   });
+
+  it("a handler past its timeout is abandoned and retried; one that blocks its thread gets the pool's threads replaced", async () => {
+    const q = await createQueue(emu);
+    const bucket = await createBucket(emu);
+    const ids = await sendBodies(emu, q.url, [
+      { mode: "sleep", account: "t" },
+      { mode: "spin", account: "t" },
+      ...Array.from({ length: 10 }, () => ({ mode: "fine", account: "t" })),
+    ]);
+    service = await startService(emu, {
+      dispatch: { flushIntervalMs: 100 },
+      destination: { bucket },
+      queues: [
+        {
+          queue: q.name,
+          handler: "stuck.ts",
+          handlerTimeoutMs: 300,
+          retryBaseMs: 100,
+          threads: 2,
+          waitTimeSec: 1,
+          visibilityTimeoutSec: 10,
+        },
+      ],
+    });
+    await waitFor("all 12 deleted", () => service?.relays[0]?.stats.deleted === 12, 40_000);
+    const delivered = await readDelivered(emu, bucket);
+    const figures = account(ids, delivered, []);
+    report("handler timeouts (cooperative and runaway)", figures);
+    expect(figures.lost).toBe(0);
+    const attemptOf = (n: number) =>
+      (delivered.find((r) => r.id === ids[n])?.payload as { attempt: number } | undefined)?.attempt;
+    expect(attemptOf(0)).toBeGreaterThanOrEqual(2);
+    expect(attemptOf(1)).toBeGreaterThanOrEqual(2);
+    expect(service.relays[0]?.stats.handlerFailures).toBeGreaterThanOrEqual(2);
+  });
 });

@@ -10,6 +10,7 @@ import {
   startEmulator,
   waitFor,
 } from "../helpers/emulator.ts";
+import { startFaultProxy } from "../helpers/fault-proxy.ts";
 import { account, report } from "../helpers/figures.ts";
 import { spawnService } from "../helpers/process.ts";
 
@@ -86,6 +87,46 @@ describe("graceful stop of the real service process", () => {
     expect(delivered.length).toBeLessThan(N);
     expect(back.filter((id) => delivered.includes(id))).toEqual([]);
     expect(new Set([...delivered, ...back])).toEqual(new Set(ids));
+  });
+});
+
+describe("shutdown deadline", () => {
+  it("on SIGTERM with the destination down: at the deadline everything held is released at once, exit 0", async () => {
+    // The queue's own visibility timeout is long: only an explicit release makes them visible soon.
+    const q = await createQueue(emu, { visibilityTimeoutSec: 120 });
+    const bucket = await createBucket(emu);
+    const proxy = await startFaultProxy(emu.endpoint, "503");
+    const ids = await sendBodies(emu, q.url, Array.from({ length: 50 }, (_, n) => ({ account: `a-${n % 5}`, delayMs: 1 })));
+    const proc = spawnService(
+      emu,
+      {
+        destination: { bucket },
+        dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 200 },
+        shutdown: { deadlineMs: 1500 },
+        queues: [{ queue: q.name, handler: "slow.ts", waitTimeSec: 1, visibilityTimeoutSec: 120 }],
+      },
+      { AWS_ENDPOINT_URL_S3: proxy.url },
+    );
+    try {
+      await waitFor("flushes failing", () => proxy.failed >= 10, 30_000);
+      proc.child.kill("SIGTERM");
+      expect(await proc.exited).toEqual({ code: 0, signal: null });
+      expect(proc.logs.some((l) => l.msg === "shutdown deadline reached; releasing what is undelivered")).toBe(true);
+      const back = await waitFor(
+        "all 50 visible again well before their 120 s timeout",
+        async () => {
+          const got = await receiveAll(emu, q.url, 60);
+          return got.length === 50 ? got : undefined;
+        },
+        10_000,
+        200,
+      );
+      report("SIGTERM with the destination down", { ...account(ids, [], []), lost: 50 - back.length });
+      expect(new Set(back.map((m) => m.MessageId))).toEqual(new Set(ids));
+    } finally {
+      proc.child.kill("SIGKILL");
+      await proxy.close();
+    }
   });
 });
 
