@@ -38,8 +38,10 @@ export interface AckerOptions {
   visibilityTimeoutSec: number;
 }
 
-type Change = { ticket: Ticket; visibilitySec: number; attempts: number; onDone?: () => void };
-type Delete = { ticket: Ticket; attempts: number };
+/** A heartbeat ("extend") is moot once its message is gone; a "release" is what made it gone. */
+type Change = { ticket: Ticket; visibilitySec: number; attempts: number; kind: "extend" | "release" };
+/** `receiptHandle` is the handle sent: a newer copy may have replaced the ticket's since. */
+type Delete = { ticket: Ticket; attempts: number; receiptHandle: string };
 
 /**
  * The ledger of un-acknowledged messages of one queue: it deletes a message once every output it
@@ -131,7 +133,7 @@ export class Acker extends EventEmitter<{ free: [] }> {
   done(ticket: Ticket): void {
     if (ticket.state !== "held") return;
     ticket.state = "deleting";
-    this.#deletes.push({ ticket, attempts: 0 });
+    this.#deletes.push({ ticket, attempts: 0, receiptHandle: ticket.receiptHandle });
     if (this.#deletes.length >= SQS_BATCH) this.#sendDeletes();
     else this.#deleteTimer ??= setTimeout(() => this.#sendDeletes(), DELETE_LINGER_MS);
   }
@@ -144,7 +146,12 @@ export class Acker extends EventEmitter<{ free: [] }> {
     if (ticket.state !== "held") return;
     this.#forget(ticket);
     this.#stats.released++;
-    this.#queueChange({ ticket, visibilitySec: Math.max(0, Math.round(delaySec)), attempts: 0 });
+    this.#queueChange({
+      ticket,
+      visibilitySec: Math.max(0, Math.round(delaySec)),
+      attempts: 0,
+      kind: "release",
+    });
   }
 
   /** Releases everything still held (shutdown deadline). */
@@ -187,7 +194,7 @@ export class Acker extends EventEmitter<{ free: [] }> {
       if (visibilitySec <= 0) continue;
       ticket.visibleUntilMs = nowMs + visibilitySec * 1000;
       this.#stats.visibilityExtended++;
-      this.#queueChange({ ticket, visibilitySec, attempts: 0 });
+      this.#queueChange({ ticket, visibilitySec, attempts: 0, kind: "extend" });
     }
   }
 
@@ -207,6 +214,7 @@ export class Acker extends EventEmitter<{ free: [] }> {
   }
 
   #sendChanges(): void {
+    this.#changes = this.#changes.filter((c) => c.kind === "release" || c.ticket.state === "held");
     while (this.#changes.length > 0) {
       const batch = this.#changes.splice(0, SQS_BATCH);
       this.#inFlightCalls++;
@@ -220,7 +228,8 @@ export class Acker extends EventEmitter<{ free: [] }> {
   }
 
   async #deleteBatch(batch: Delete[]): Promise<void> {
-    const entries = batch.map((d, i) => ({ Id: String(i), ReceiptHandle: d.ticket.receiptHandle }));
+    for (const d of batch) d.receiptHandle = d.ticket.receiptHandle;
+    const entries = batch.map((d, i) => ({ Id: String(i), ReceiptHandle: d.receiptHandle }));
     let failed: { entry: Delete; code: string; message: string; senderFault: boolean }[];
     try {
       const out = await this.#sqs.send(
@@ -243,10 +252,21 @@ export class Acker extends EventEmitter<{ free: [] }> {
       }));
     }
     const failedIds = new Set(failed.map((f) => f.entry.ticket.id));
+    const again: Delete[] = [];
     for (const d of batch) {
       if (failedIds.has(d.ticket.id)) continue;
+      // A copy received meanwhile carries a newer handle; SQS may keep the message unless that one is
+      // deleted too.
+      if (d.ticket.receiptHandle !== d.receiptHandle) {
+        again.push({ ticket: d.ticket, attempts: 0, receiptHandle: d.ticket.receiptHandle });
+        continue;
+      }
       this.#stats.deleted++;
       this.#forget(d.ticket);
+    }
+    if (again.length > 0) {
+      this.#deletes.push(...again);
+      this.#sendDeletes();
     }
     if (failed.length === 0) return;
     const error = new BatchEntryError(
@@ -270,7 +290,7 @@ export class Acker extends EventEmitter<{ free: [] }> {
         this.#stats.deleteFailures++;
         this.#forget(f.entry.ticket);
       } else {
-        retry.push({ ticket: f.entry.ticket, attempts: f.entry.attempts + 1 });
+        retry.push({ ...f.entry, attempts: f.entry.attempts + 1 });
       }
     }
     if (retry.length === 0) return;

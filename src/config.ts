@@ -1,4 +1,4 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,19 +32,68 @@ export interface DispatchConfig {
   retryBaseMs: number;
   /** Cap on the retry delay of a failed flush, in ms. */
   retryMaxMs: number;
-  /** A batch still failing after this long is given back to SQS (released with a backoff delay). */
+  /**
+   * A batch still failing (or held by an open breaker) after this long is given up on: released to
+   * SQS with a backoff delay, or parked in S3 when `onOutage` is "park".
+   */
   giveUpAfterMs: number;
+  /** Per-partner limits, shared by all of a partner's dispatchers in this process; 0 = unlimited. */
+  rateLimit: { requests: number; records: number; intervalMs: number };
+  /** After `failures` failed flushes in a row the partner is not called for `cooldownMs`, then probed. */
+  breaker: { failures: number; cooldownMs: number };
+  /** What happens to a batch given up on: "release" it to SQS, or "park" it in S3 for `replay`. */
+  onOutage: "release" | "park";
 }
 
 export interface S3DestinationConfig {
   type: "s3";
+  /** Bucket name; may contain {account}, for a bucket per partner. */
   bucket: string;
   /** Object key; fields: {queue} {account} {yyyy} {MM} {dd} {HH} {mm} {batchId}. */
   keyTemplate: string;
   gzip: boolean;
+  /** "" (bucket default), "AES256" or "aws:kms". */
+  serverSideEncryption: "" | "AES256" | "aws:kms";
+  kmsKeyId: string;
 }
 
-export type DestinationConfig = S3DestinationConfig;
+export interface HttpDestinationConfig {
+  type: "http";
+  /** Endpoint; may contain {account} and {queue}. */
+  url: string;
+  headers: Record<string, string>;
+  /** Name of the environment variable holding the partner's token (never the token itself). */
+  authTokenEnv: string;
+  /** Sent as `Authorization: <scheme> <token>`. */
+  authScheme: string;
+  format: "ndjson" | "json";
+  timeoutMs: number;
+}
+
+export interface SqsDestinationConfig {
+  type: "sqs";
+  /** Partner queue URL; may contain {account}. */
+  queueUrl: string;
+}
+
+export type DestinationConfig = S3DestinationConfig | HttpDestinationConfig | SqsDestinationConfig;
+
+/** What one account's entry under `partners` changes, on top of its queue's settings. */
+export interface PartnerOverride {
+  dispatch: Partial<DispatchConfig>;
+  destination: Partial<FlatDestination> | undefined;
+}
+
+export interface PartnersConfig {
+  overrides: Map<string, PartnerOverride>;
+  /** Where parked batches go; bucket "" = the default destination bucket. */
+  park: { bucket: string; prefix: string };
+}
+
+/** Every destination field in one object, as the schema holds it; `toDestination` narrows it. */
+export type FlatDestination = Omit<S3DestinationConfig, "type"> &
+  Omit<HttpDestinationConfig, "type"> &
+  Omit<SqsDestinationConfig, "type"> & { type: DestinationConfig["type"] };
 
 export interface QueueConfig {
   /** The queue's name, from `queue` (a name, or the last segment of a URL). */
@@ -67,8 +116,10 @@ export interface QueueConfig {
   retryMaxMs: number;
   /** Name or URL of the dead-letter queue; "" = the redrive policy's target, if any. */
   deadLetterQueue: string;
+  /** Largest fraction of maxUnacked one partner's undelivered outputs may take; past it they are shed. */
+  partnerShare: number;
   dispatch: DispatchConfig;
-  destination: DestinationConfig;
+  destination: FlatDestination;
 }
 
 export interface Config {
@@ -77,6 +128,9 @@ export interface Config {
   aws: { region: string; sqsEndpoint: string | undefined; s3Endpoint: string | undefined };
   handlersDir: string;
   shutdownDeadlineMs: number;
+  /** Top-level dispatch settings: the partner defaults that per-partner limits start from. */
+  dispatch: DispatchConfig;
+  partners: PartnersConfig;
   queues: QueueConfig[];
 }
 
@@ -110,6 +164,27 @@ convict.addFormats({
     coerce: (value: unknown) => (value === "true" ? true : value === "false" ? false : value),
     validate(value: unknown) {
       if (typeof value !== "boolean") throw new Error(`must be true or false; got ${JSON.stringify(value)}`);
+    },
+  },
+  "string-map": {
+    validate(value: unknown) {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        throw new Error(`must be an object of string values; got ${JSON.stringify(value)}`);
+      }
+      for (const [k, v] of Object.entries(value)) {
+        if (typeof v !== "string") throw new Error(`must map to strings; ${k} is ${JSON.stringify(v)}`);
+      }
+    },
+  },
+  fraction: {
+    coerce: (value: unknown) =>
+      typeof value === "string" && value.trim() !== "" && !Number.isNaN(Number(value))
+        ? Number(value)
+        : value,
+    validate(value: unknown) {
+      if (typeof value !== "number" || !(value > 0 && value <= 1)) {
+        throw new Error(`must be a number above 0 and at most 1; got ${JSON.stringify(value)}`);
+      }
     },
   },
   "required-string": {
@@ -159,10 +234,32 @@ const dispatchSchema = {
     format: POSITIVE_INT,
     default: 300_000,
   },
+  rateLimit: {
+    requests: {
+      doc: "Flushes per interval; 0 = unlimited.",
+      format: intFormat(0, 1_000_000, ""),
+      default: 0,
+    },
+    records: {
+      doc: "Records per interval; 0 = unlimited.",
+      format: intFormat(0, 100_000_000, ""),
+      default: 0,
+    },
+    intervalMs: { doc: "Rate limit window, ms.", format: POSITIVE_INT, default: 1000 },
+  },
+  breaker: {
+    failures: { doc: "Failed flushes in a row that open the breaker.", format: POSITIVE_INT, default: 5 },
+    cooldownMs: {
+      doc: "How long an open breaker waits before a probe, ms.",
+      format: POSITIVE_INT,
+      default: 30_000,
+    },
+  },
+  onOutage: { doc: "Batches given up on: release or park.", format: ["release", "park"], default: "release" },
 };
 
 const destinationSchema = {
-  type: { doc: "Destination kind.", format: ["s3"], default: "s3" },
+  type: { doc: "Destination kind.", format: ["s3", "http", "sqs"], default: "s3" },
   bucket: { doc: "S3 bucket the batches go to.", format: String, default: "", env: "OCTORELAY_S3_BUCKET" },
   keyTemplate: {
     doc: "Object key template.",
@@ -170,6 +267,15 @@ const destinationSchema = {
     default: "{queue}/{account}/{yyyy}/{MM}/{dd}/{HH}/{batchId}.ndjson.gz",
   },
   gzip: { doc: "Gzip each object.", format: "strict-boolean", default: true },
+  serverSideEncryption: { doc: "S3 SSE.", format: ["", "AES256", "aws:kms"], default: "" },
+  kmsKeyId: { doc: "KMS key for aws:kms.", format: String, default: "" },
+  url: { doc: "HTTP endpoint template.", format: String, default: "" },
+  headers: { doc: "Extra HTTP headers.", format: "string-map", default: {} as Record<string, string> },
+  authTokenEnv: { doc: "Env var holding the partner token.", format: String, default: "" },
+  authScheme: { doc: "Authorization scheme.", format: String, default: "Bearer" },
+  format: { doc: "HTTP body format.", format: ["ndjson", "json"], default: "ndjson" },
+  timeoutMs: { doc: "HTTP request timeout, ms.", format: POSITIVE_INT, default: 10_000 },
+  queueUrl: { doc: "Partner SQS queue URL template.", format: String, default: "" },
 };
 
 const rootSchema = {
@@ -219,18 +325,28 @@ const rootSchema = {
   },
   dispatch: dispatchSchema,
   destination: destinationSchema,
+  partners: {
+    accounts: {
+      doc: "Per-account overrides: { account: { destination?, flushIntervalMs?, rateLimit?, ... } }.",
+      format: Object,
+      default: {} as Record<string, unknown>,
+    },
+    file: {
+      doc: "JSON file of more per-account overrides, for thousands of accounts.",
+      format: String,
+      default: "",
+      env: "OCTORELAY_PARTNERS_FILE",
+    },
+    park: {
+      bucket: { doc: 'Bucket for parked batches; "" = destination.bucket.', format: String, default: "" },
+      prefix: { doc: "Key prefix of parked batches.", format: String, default: "parked/" },
+    },
+  },
   queues: { doc: "The queues to drain; see README.", format: Array, default: [] as unknown[] },
 };
 
 /** Per-queue schema; its dispatch and destination defaults are the validated top-level values. */
-function queueSchema(dispatch: DispatchConfig, destination: DestinationConfig) {
-  const withDefaults = <S extends Record<string, { default: unknown }>>(schema: S, values: object) =>
-    Object.fromEntries(
-      Object.entries(schema).map(([key, item]) => {
-        const { env: _env, ...rest } = item as typeof item & { env?: string };
-        return [key, { ...rest, default: (values as Record<string, unknown>)[key] }];
-      }),
-    );
+function queueSchema(dispatch: DispatchConfig, destination: FlatDestination) {
   return {
     queue: { doc: "Queue name or URL.", format: "required-string", default: null as string | null },
     handler: {
@@ -290,9 +406,32 @@ function queueSchema(dispatch: DispatchConfig, destination: DestinationConfig) {
       format: String,
       default: "",
     },
+    partnerShare: { doc: "Most of maxUnacked one partner may hold.", format: "fraction", default: 0.25 },
     dispatch: withDefaults(dispatchSchema, dispatch),
     destination: withDefaults(destinationSchema, destination),
   };
+}
+
+/** A partner's entry: dispatch and destination fields, defaulting to the top-level values. */
+function partnerSchema(dispatch: DispatchConfig, destination: FlatDestination) {
+  return {
+    ...withDefaults(dispatchSchema, dispatch),
+    destination: withDefaults(destinationSchema, destination),
+  };
+}
+
+/** A copy of a schema whose defaults are `values` (recursively), without env bindings. */
+function withDefaults<S extends object>(schema: S, values: object): S {
+  return Object.fromEntries(
+    Object.entries(schema).map(([key, item]) => {
+      const value = (values as Record<string, unknown>)[key];
+      if (typeof item === "object" && item !== null && !("default" in item)) {
+        return [key, withDefaults(item, (value ?? {}) as object)];
+      }
+      const { env: _env, ...rest } = item as { env?: string };
+      return [key, { ...rest, default: value }];
+    }),
+  ) as S;
 }
 
 export interface LoadOptions {
@@ -332,7 +471,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     rootValid
       ? root.get("destination")
       : { ...defaultsOf(destinationSchema), bucket: root.get("destination.bucket") }
-  ) as DestinationConfig;
+  ) as FlatDestination;
   const handlersDir = resolve(APP_ROOT, root.get("handlersDir"));
   const rawQueues = root.get("queues") as unknown[];
   if (rawQueues.length === 0) {
@@ -368,11 +507,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     if (handler && !/\.(ts|mts|js|mjs)$/.test(handlerPath)) {
       problems.push(`${at}.handler: must be a .ts, .mts, .js or .mjs module; got ${JSON.stringify(handler)}`);
     }
-    if (!q.destination.bucket) {
-      problems.push(
-        `${at}.destination.bucket: is required; got ""; set destination.bucket in config or OCTORELAY_S3_BUCKET`,
-      );
-    }
+    problems.push(...destinationProblems(q.destination as unknown as FlatDestination, `${at}.destination`));
     if (problems.length > before) return;
     const queue = q.queue as string;
     const concurrency = q.concurrency;
@@ -392,8 +527,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
       retryBaseMs: q.retryBaseMs,
       retryMaxMs: Math.min(q.retryMaxMs, SQS_MAX_VISIBILITY_SEC * 1000),
       deadLetterQueue: q.deadLetterQueue,
+      partnerShare: q.partnerShare,
       dispatch: q.dispatch as unknown as DispatchConfig,
-      destination: q.destination as unknown as DestinationConfig,
+      destination: q.destination as unknown as FlatDestination,
     });
   });
 
@@ -413,6 +549,16 @@ export function loadConfig(options: LoadOptions = {}): Config {
       );
     }
   }
+  const partners = loadPartners(
+    {
+      accounts: root.get("partners.accounts"),
+      file: root.get("partners.file"),
+      park: root.get("partners.park"),
+    },
+    dispatch,
+    destination,
+    problems,
+  );
   if (problems.length > 0) throw new ConfigError(problems);
 
   const endpoint = root.get("aws.endpoint") || undefined;
@@ -426,12 +572,162 @@ export function loadConfig(options: LoadOptions = {}): Config {
     },
     handlersDir,
     shutdownDeadlineMs: root.get("shutdown.deadlineMs"),
+    dispatch,
+    partners,
     queues,
   };
 }
 
-function defaultsOf(schema: Record<string, { default: unknown }>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(schema).map(([key, item]) => [key, item.default]));
+/**
+ * Per-account overrides from `partners.accounts` and the optional partners file. Each entry is
+ * validated like the top level; only the keys it sets are kept, to apply over its queue's settings.
+ */
+function loadPartners(
+  section: { accounts: Record<string, unknown>; file: string; park: PartnersConfig["park"] },
+  dispatch: DispatchConfig,
+  destination: FlatDestination,
+  problems: string[],
+): PartnersConfig {
+  const entries: [string, unknown, string][] = Object.entries(section.accounts).map(([account, raw]) => [
+    account,
+    raw,
+    `partners.accounts.${account}`,
+  ]);
+  const file = section.file;
+  if (file) {
+    try {
+      const fromFile = JSON.parse(readFileSync(file, "utf8")) as unknown;
+      if (typeof fromFile !== "object" || fromFile === null || Array.isArray(fromFile)) {
+        problems.push(`partners.file: ${file} must hold an object { "account": { ... } }`);
+      } else {
+        for (const [account, raw] of Object.entries(fromFile))
+          entries.push([account, raw, `partners.file[${account}]`]);
+      }
+    } catch (err) {
+      problems.push(`partners.file: cannot read ${JSON.stringify(file)}: ${(err as Error).message}`);
+    }
+  }
+  const overrides = new Map<string, PartnerOverride>();
+  for (const [account, raw, at] of entries) {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      problems.push(
+        `${at}: must be an object of overrides like { "rateLimit": { "requests": 10 } }; got ${JSON.stringify(raw)}`,
+      );
+      continue;
+    }
+    const entry = convict(partnerSchema(dispatch, destination), { env: {}, args: [] });
+    entry.load(raw);
+    const found = convictProblems(entry, `${at}.`);
+    const values = entry.getProperties() as unknown as DispatchConfig & { destination: FlatDestination };
+    const rawDestination = (raw as { destination?: object }).destination;
+    if (rawDestination) found.push(...destinationProblems(values.destination, `${at}.destination`));
+    problems.push(...found);
+    if (found.length > 0) continue;
+    const { destination: _d, ...rawDispatch } = raw as Record<string, unknown>;
+    overrides.set(account, {
+      dispatch: pickPresent(values, rawDispatch) as Partial<DispatchConfig>,
+      destination: rawDestination
+        ? (pickPresent(values.destination, rawDestination) as Partial<FlatDestination>)
+        : undefined,
+    });
+  }
+  const park = section.park;
+  const parks = [dispatch.onOutage, ...[...overrides.values()].map((o) => o.dispatch.onOutage)].includes(
+    "park",
+  );
+  if (
+    parks &&
+    !park.bucket &&
+    (destination.type !== "s3" || !destination.bucket || destination.bucket.includes("{"))
+  ) {
+    problems.push(
+      'partners.park.bucket: is required when a profile parks (onOutage "park") and destination.bucket is not one fixed S3 bucket; got ""',
+    );
+  }
+  return { overrides, park: { bucket: park.bucket || destination.bucket, prefix: park.prefix } };
+}
+
+/** The values of `validated` at the keys (recursively) that `raw` sets. */
+function pickPresent(validated: object, raw: object): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    const v = (validated as Record<string, unknown>)[key];
+    out[key] =
+      typeof value === "object" && value !== null && !Array.isArray(value) && key !== "headers"
+        ? pickPresent(v as object, value)
+        : v;
+  }
+  return out;
+}
+
+const TEMPLATE_FIELDS = ["account", "queue"];
+
+/** Per-type checks a flat destination needs beyond its schema. */
+function destinationProblems(d: FlatDestination, at: string): string[] {
+  const problems: string[] = [];
+  const templated = (key: "bucket" | "url" | "queueUrl", value: string, fix: string) => {
+    if (!value) problems.push(`${at}.${key}: is required for a ${d.type} destination; got ""; ${fix}`);
+    for (const [, field] of value.matchAll(/\{([^}]*)\}/g)) {
+      if (!TEMPLATE_FIELDS.includes(field as string)) {
+        problems.push(
+          `${at}.${key}: unknown field {${field}} in ${JSON.stringify(value)}; valid: {account} {queue}`,
+        );
+      }
+    }
+  };
+  if (d.type === "s3") {
+    templated("bucket", d.bucket, "set destination.bucket in config or OCTORELAY_S3_BUCKET");
+    if (d.serverSideEncryption !== "aws:kms" && d.kmsKeyId) {
+      problems.push(
+        `${at}.kmsKeyId: only used with serverSideEncryption "aws:kms"; got ${JSON.stringify(d.kmsKeyId)}`,
+      );
+    }
+  } else if (d.type === "http") {
+    templated("url", d.url, "set the partner's endpoint");
+    if (d.url && !/^https?:\/\//.test(d.url))
+      problems.push(`${at}.url: must be an http(s) URL; got ${JSON.stringify(d.url)}`);
+  } else {
+    templated("queueUrl", d.queueUrl, "set the partner's queue URL");
+  }
+  return problems;
+}
+
+/** Narrows a flat destination to the fields its type uses. */
+export function toDestination(d: FlatDestination): DestinationConfig {
+  switch (d.type) {
+    case "s3":
+      return {
+        type: "s3",
+        bucket: d.bucket,
+        keyTemplate: d.keyTemplate,
+        gzip: d.gzip,
+        serverSideEncryption: d.serverSideEncryption,
+        kmsKeyId: d.kmsKeyId,
+      };
+    case "http":
+      return {
+        type: "http",
+        url: d.url,
+        headers: d.headers,
+        authTokenEnv: d.authTokenEnv,
+        authScheme: d.authScheme,
+        format: d.format,
+        timeoutMs: d.timeoutMs,
+      };
+    case "sqs":
+      return { type: "sqs", queueUrl: d.queueUrl };
+  }
+}
+
+function defaultsOf(schema: object): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(schema).map(([key, item]) => [
+      key,
+      typeof item === "object" && item !== null && !("default" in item)
+        ? defaultsOf(item)
+        : (item as { default: unknown }).default,
+    ]),
+  );
 }
 
 /** A queue's name from a name or a queue URL (its last path segment). */

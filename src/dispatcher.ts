@@ -3,7 +3,8 @@ import type { Logger } from "pino";
 import { backoffMs } from "./backoff.ts";
 import type { DispatchConfig } from "./config.ts";
 import type { Batch, Destination } from "./destinations/destination.ts";
-import { DeliveryError } from "./errors.ts";
+import { BreakerOpenError, DeliveryError } from "./errors.ts";
+import type { Partner } from "./partner.ts";
 import type { RelayStats } from "./stats.ts";
 
 /** One output waiting for delivery, with whatever the caller needs to acknowledge it afterwards. */
@@ -14,6 +15,10 @@ export interface DispatchRecord<T> {
 
 export interface DispatcherDeps<T> {
   destination: Destination;
+  /** The account's shared limits and breaker; every delivery goes through it. */
+  partner: Pick<Partner, "deliver">;
+  /** Where batches go when given up on and the profile says "park"; durable, so they count as delivered. */
+  park: Destination;
   log: Logger;
   stats: RelayStats;
   /** The records of a batch are durably delivered. */
@@ -27,6 +32,8 @@ export interface DispatcherDeps<T> {
   onAbandoned(tickets: T[], cause: "stopping" | "giving-up"): void;
   /** The dispatcher stopped itself; the router forgets it in the same tick. */
   onStopped(dispatcher: Dispatcher<T>): void;
+  /** A batch was parked (for the partner's state). */
+  onParked?(batch: Batch): void;
 }
 
 export interface DispatcherOptions extends DispatchConfig {
@@ -48,6 +55,7 @@ export class Dispatcher<T> {
   #buffer: DispatchRecord<T>[] = [];
   #bufferedBytes = 0;
   #inFlight = 0;
+  #inFlightRecords = 0;
   #emptyTicks = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -68,6 +76,11 @@ export class Dispatcher<T> {
 
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Records in batches being delivered (or retried) now. */
+  get inFlightRecords(): number {
+    return this.#inFlightRecords;
   }
 
   get stopped(): boolean {
@@ -174,6 +187,41 @@ export class Dispatcher<T> {
     });
   }
 
+  /**
+   * The partner has failed (or its breaker has been open) for giveUpAfterMs: park the batch in S3
+   * when the profile says so (the messages are then done), else release them to SQS.
+   */
+  async #giveUp(batch: Batch, tickets: T[], error: DeliveryError): Promise<void> {
+    const log = this.#deps.log;
+    this.#deps.destination.forget?.(batch.batchId);
+    if (this.#options.onOutage === "park") {
+      for (let attempt = 1; attempt <= 5 && !this.#abort.signal.aborted; attempt++) {
+        try {
+          await this.#deps.park.deliver(batch, this.#abort.signal);
+          this.#deps.stats.parkedRecords += tickets.length;
+          this.#deps.onParked?.(batch);
+          log.warn(
+            { err: error, batchId: batch.batchId, records: tickets.length },
+            "partner down past giveUpAfterMs; batch parked in S3",
+          );
+          this.#deps.onDelivered(tickets);
+          return;
+        } catch (err) {
+          log.error({ err, batchId: batch.batchId, attempt }, "could not park the batch");
+          await sleep(
+            backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs),
+            this.#abort.signal,
+          );
+        }
+      }
+    }
+    log.error(
+      { err: error, batchId: batch.batchId, records: tickets.length },
+      "partner still failing after giveUpAfterMs; releasing the batch's messages to SQS",
+    );
+    this.#deps.onAbandoned(tickets, this.#abort.signal.aborted ? "stopping" : "giving-up");
+  }
+
   /** Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. */
   async #deliver(batch: Batch, tickets: T[]): Promise<void> {
     const log = this.#deps.log;
@@ -184,7 +232,7 @@ export class Dispatcher<T> {
         return;
       }
       try {
-        await this.#deps.destination.deliver(batch, this.#abort.signal);
+        await this.#deps.partner.deliver(this.#deps.destination, batch, this.#abort.signal);
         this.#deps.stats.flushes++;
         this.#deps.stats.flushedRecords += batch.lines.length;
         this.#deps.stats.flushedBytes += batch.bytes;
@@ -192,7 +240,8 @@ export class Dispatcher<T> {
         this.#deps.onDelivered(tickets);
         return;
       } catch (err) {
-        this.#deps.stats.flushFailures++;
+        const breakerOpen = err instanceof BreakerOpenError;
+        if (!breakerOpen) this.#deps.stats.flushFailures++;
         const error =
           err instanceof DeliveryError
             ? err
@@ -212,18 +261,20 @@ export class Dispatcher<T> {
         }
         failingSinceMs ??= Date.now();
         if (Date.now() - failingSinceMs >= this.#options.giveUpAfterMs) {
-          log.error(
-            { err: error, batchId: batch.batchId, attempts: attempt, records: tickets.length },
-            "destination still failing after giveUpAfterMs; releasing the batch's messages to SQS",
-          );
-          this.#deps.onAbandoned(tickets, "giving-up");
+          await this.#giveUp(batch, tickets, error);
           return;
         }
-        const delayMs = backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs);
-        log[attempt === 1 ? "warn" : "error"](
-          { err: error, batchId: batch.batchId, attempt, retryInMs: delayMs },
-          "flush failed; retrying",
+        const delayMs = Math.max(
+          backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs),
+          error.retryAfterMs ?? 0,
         );
+        // An open breaker is one condition, logged by the partner when it opens; not every retry.
+        if (!breakerOpen) {
+          log[attempt === 1 ? "warn" : "error"](
+            { err: error, batchId: batch.batchId, attempt, retryInMs: delayMs },
+            "flush failed; retrying",
+          );
+        }
         await sleep(delayMs, this.#abort.signal);
       }
     }

@@ -42,9 +42,19 @@ export class DeliveryError extends OctorelayError {
   readonly destination: string;
   readonly account: string;
   readonly retryable: boolean;
+  /** The partner asked to wait this long (Retry-After) before trying again. */
+  readonly retryAfterMs: number | undefined;
+  /** HTTP status, when the destination speaks HTTP. */
+  readonly status: number | undefined;
   constructor(
     message: string,
-    context: { destination: string; account: string; retryable: boolean },
+    context: {
+      destination: string;
+      account: string;
+      retryable: boolean;
+      retryAfterMs?: number;
+      status?: number;
+    },
     options?: ErrorOptions,
   ) {
     super(message, options);
@@ -52,6 +62,19 @@ export class DeliveryError extends OctorelayError {
     this.destination = context.destination;
     this.account = context.account;
     this.retryable = context.retryable;
+    this.retryAfterMs = context.retryAfterMs;
+    this.status = context.status;
+  }
+}
+
+/** The partner's circuit breaker is open: the flush was not attempted. */
+export class BreakerOpenError extends OctorelayError {
+  readonly code = "BREAKER_OPEN";
+  readonly account: string;
+  constructor(account: string, options?: ErrorOptions) {
+    super(`circuit breaker open for partner ${account}; not calling it until its cool-down ends`, options);
+    this.name = "BreakerOpenError";
+    this.account = account;
   }
 }
 

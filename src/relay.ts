@@ -1,4 +1,3 @@
-import type { S3Client } from "@aws-sdk/client-s3";
 import {
   GetQueueAttributesCommand,
   GetQueueUrlCommand,
@@ -10,17 +9,18 @@ import { Acker, type Ticket } from "./acker.ts";
 import { backoffMs } from "./backoff.ts";
 import type { QueueConfig } from "./config.ts";
 import { DeadLetter } from "./dead-letter.ts";
-import { S3Destination } from "./destinations/s3.ts";
 import { HandlerPool, type PoolOutcome } from "./handler-pool.ts";
 import type { HandlerTask } from "./handler-worker.ts";
+import type { PartnerDirectory } from "./partners.ts";
 import { Poller } from "./poller.ts";
 import { Router } from "./router.ts";
 import { newRelayStats, type RelayStats } from "./stats.ts";
 
 export interface RelayDeps {
   sqs: SQSClient;
-  s3: S3Client;
   log: Logger;
+  /** Profiles and shared per-partner limits, one directory for all queues of the process. */
+  partners: PartnerDirectory;
 }
 
 /**
@@ -67,13 +67,18 @@ export class Relay {
     return this.#router?.active ?? 0;
   }
 
+  /** This queue's dispatcher for an account, if one is alive. */
+  dispatcherOf(account: string) {
+    return this.#router?.get(account);
+  }
+
   get handlersRunning(): number {
     return this.#pool.running;
   }
 
   /** Resolves the queue URLs, loads the handler, and starts receiving. */
   async start(): Promise<void> {
-    const { sqs, s3 } = this.#deps;
+    const { sqs, partners } = this.#deps;
     const o = this.options;
     const log = this.#log;
     const queueUrl = await this.#resolveUrl(o.queue);
@@ -97,7 +102,12 @@ export class Relay {
     const deadLetter = new DeadLetter({ sqs, log, stats: this.stats }, { queue: o.name, deadLetterQueueUrl });
     const router = new Router<Ticket>(
       {
-        destination: new S3Destination({ s3 }, o.destination),
+        resolve: (account) => ({ ...partners.profile(o, account), partner: partners.partner(account) }),
+        park: partners.park,
+        onParked: (batch) => {
+          partners.partner(batch.account).parkedBatches++;
+        },
+        onForgotten: (account) => partners.release(account),
         log,
         stats: this.stats,
         onDelivered: (tickets) => {
@@ -111,7 +121,7 @@ export class Relay {
           for (const t of tickets) acker.release(t, cause === "stopping" ? 0 : this.#retryDelaySec(t));
         },
       },
-      { ...o.dispatch, queue: o.name },
+      { queue: o.name },
     );
     const pool = this.#pool;
     const poller = new Poller(
@@ -195,6 +205,21 @@ export class Relay {
     return released;
   }
 
+  /**
+   * Fairness: one partner may hold at most `partnerShare` of maxUnacked, so a slow or down partner
+   * cannot take the whole budget. Returns the first account these outputs would push past it.
+   */
+  #overShare(router: Router<Ticket>, outputs: { account: string }[]): string | undefined {
+    const share = Math.max(1, Math.floor(this.options.maxUnacked * this.options.partnerShare));
+    const adding = new Map<string, number>();
+    for (const o of outputs) adding.set(o.account, (adding.get(o.account) ?? 0) + 1);
+    for (const [account, n] of adding) {
+      const held = router.held(account);
+      if (held > 0 && held + n > share) return account;
+    }
+    return undefined;
+  }
+
   #retryDelaySec(ticket: Ticket): number {
     return backoffMs(ticket.receiveCount, this.options.retryBaseMs, this.options.retryMaxMs) / 1000;
   }
@@ -262,8 +287,23 @@ export class Relay {
       case "ok": {
         this.stats.handled++;
         this.stats.outputs += outcome.outputs.length;
-        acker.expect(ticket, outcome.outputs.length);
         const router = this.#router as Router<Ticket>;
+        const crowded = this.#overShare(router, outcome.outputs);
+        if (crowded) {
+          // All or nothing: routing some outputs and releasing the message would duplicate those.
+          this.stats.shed++;
+          const delaySec = Math.max(
+            this.#retryDelaySec(ticket),
+            this.options.dispatch.flushIntervalMs / 1000,
+          );
+          this.#log.debug(
+            { messageId: ticket.id, account: crowded, delaySec },
+            "partner holds its share; message shed",
+          );
+          acker.release(ticket, delaySec);
+          return;
+        }
+        acker.expect(ticket, outcome.outputs.length);
         for (const output of outcome.outputs) router.route(output.account, output.line, ticket);
         return;
       }

@@ -2,15 +2,28 @@ import type { Logger } from "pino";
 import type { DispatchConfig } from "./config.ts";
 import type { Destination } from "./destinations/destination.ts";
 import { Dispatcher, type DispatcherDeps } from "./dispatcher.ts";
+import type { Partner } from "./partner.ts";
 import type { RelayStats } from "./stats.ts";
 
-export interface RouterDeps<T> {
+/** What a dispatcher for one account runs with: its profile and its partner's shared limits. */
+export interface AccountRoute {
+  dispatch: DispatchConfig;
   destination: Destination;
+  partner: Pick<Partner, "deliver" | "dispatchers">;
+}
+
+export interface RouterDeps<T> {
+  /** The account's profile and partner; asked once per dispatcher spawned. */
+  resolve(account: string): AccountRoute;
+  park: Destination;
   log: Logger;
   stats: RelayStats;
   onDelivered: DispatcherDeps<T>["onDelivered"];
   onRejected: DispatcherDeps<T>["onRejected"];
   onAbandoned: DispatcherDeps<T>["onAbandoned"];
+  onParked?: DispatcherDeps<T>["onParked"];
+  /** An account's dispatcher stopped (after empty flushes or at shutdown). */
+  onForgotten?(account: string): void;
 }
 
 /**
@@ -19,12 +32,12 @@ export interface RouterDeps<T> {
  */
 export class Router<T> {
   readonly #deps: RouterDeps<T>;
-  readonly #options: DispatchConfig & { queue: string };
+  readonly #queue: string;
   readonly #dispatchers = new Map<string, Dispatcher<T>>();
 
-  constructor(deps: RouterDeps<T>, options: DispatchConfig & { queue: string }) {
+  constructor(deps: RouterDeps<T>, options: { queue: string }) {
     this.#deps = deps;
-    this.#options = options;
+    this.#queue = options.queue;
   }
 
   route(account: string, line: string, ticket: T): void {
@@ -38,6 +51,16 @@ export class Router<T> {
 
   get active(): number {
     return this.#dispatchers.size;
+  }
+
+  /** Outputs of this account buffered or being flushed: what it holds of the queue's budget. */
+  held(account: string): number {
+    const d = this.#dispatchers.get(account);
+    return d ? d.buffered + d.inFlightRecords : 0;
+  }
+
+  get(account: string): Dispatcher<T> | undefined {
+    return this.#dispatchers.get(account);
   }
 
   dispatchers(): IterableIterator<Dispatcher<T>> {
@@ -56,22 +79,29 @@ export class Router<T> {
 
   #spawn(account: string): Dispatcher<T> {
     this.#deps.stats.dispatchersSpawned++;
+    const route = this.#deps.resolve(account);
+    route.partner.dispatchers++;
     const log = this.#deps.log.child({ component: "dispatcher", account });
     log.debug("dispatcher spawned");
     return new Dispatcher<T>(
       {
-        destination: this.#deps.destination,
+        destination: route.destination,
+        partner: route.partner,
+        park: this.#deps.park,
         log,
         stats: this.#deps.stats,
         onDelivered: this.#deps.onDelivered,
         onRejected: this.#deps.onRejected,
         onAbandoned: this.#deps.onAbandoned,
+        ...(this.#deps.onParked ? { onParked: this.#deps.onParked } : {}),
         onStopped: (stopped) => {
           if (this.#dispatchers.get(account) === stopped) this.#dispatchers.delete(account);
-          log.debug("dispatcher stopped after empty flushes");
+          route.partner.dispatchers--;
+          log.debug("dispatcher stopped");
+          this.#deps.onForgotten?.(account);
         },
       },
-      { ...this.#options, account },
+      { ...route.dispatch, queue: this.#queue, account },
     );
   }
 }

@@ -1,18 +1,69 @@
 import type { Logger } from "pino";
 import type { AwsClients } from "./aws-clients.ts";
 import type { Config } from "./config.ts";
+import type { PartnerState } from "./partner.ts";
+import { PartnerDirectory } from "./partners.ts";
 import { Relay } from "./relay.ts";
+
+/** What an operator sees of one partner. */
+export interface PartnerSnapshot {
+  account: string;
+  state: PartnerState;
+  dispatchers: number;
+  buffered: number;
+  inFlight: number;
+  oldestBufferedAgeMs: number | undefined;
+  parkedBatches: number;
+  lastError: string | undefined;
+  lastErrorAgeMs: number | undefined;
+}
 
 /** Every configured queue's relay, started together and stopped together under one deadline. */
 export class Service {
   readonly relays: Relay[];
+  readonly partners: PartnerDirectory;
   readonly #log: Logger;
   readonly #config: Config;
 
-  constructor(deps: AwsClients & { log: Logger }, config: Config) {
+  constructor(deps: AwsClients & { log: Logger; env?: NodeJS.ProcessEnv }, config: Config) {
     this.#config = config;
     this.#log = deps.log;
-    this.relays = config.queues.map((q) => new Relay(deps, q));
+    this.partners = new PartnerDirectory(
+      { sqs: deps.sqs, s3: deps.s3, log: deps.log, env: deps.env ?? process.env },
+      { dispatch: config.dispatch, partners: config.partners },
+    );
+    this.relays = config.queues.map(
+      (q) => new Relay({ sqs: deps.sqs, log: deps.log, partners: this.partners }, q),
+    );
+  }
+
+  /** Every partner seen since start (or still remembered), with what it holds across queues. */
+  partnerSnapshots(nowMs = Date.now()): PartnerSnapshot[] {
+    return [...this.partners.partners()].map((p) => {
+      let buffered = 0;
+      let inFlight = 0;
+      let oldest: number | undefined;
+      for (const relay of this.relays) {
+        const d = relay.dispatcherOf(p.account);
+        if (!d) continue;
+        buffered += d.buffered;
+        inFlight += d.inFlightRecords;
+        if (d.oldestBufferedAtMs !== undefined && (oldest === undefined || d.oldestBufferedAtMs < oldest)) {
+          oldest = d.oldestBufferedAtMs;
+        }
+      }
+      return {
+        account: p.account,
+        state: p.state(),
+        dispatchers: p.dispatchers,
+        buffered,
+        inFlight,
+        oldestBufferedAgeMs: oldest === undefined ? undefined : nowMs - oldest,
+        parkedBatches: p.parkedBatches,
+        lastError: p.lastError?.message,
+        lastErrorAgeMs: p.lastError ? nowMs - p.lastError.atMs : undefined,
+      };
+    });
   }
 
   async start(): Promise<void> {

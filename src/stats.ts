@@ -10,6 +10,10 @@ export interface RelayStats {
   flushFailures: number;
   flushedRecords: number;
   flushedBytes: number;
+  /** Records parked in S3 because their partner was down past giveUpAfterMs. */
+  parkedRecords: number;
+  /** Messages given back to SQS because their partner already held its share of maxUnacked. */
+  shed: number;
   deleted: number;
   deleteFailures: number;
   released: number;
@@ -35,6 +39,8 @@ export function newRelayStats(): RelayStats {
     flushFailures: 0,
     flushedRecords: 0,
     flushedBytes: 0,
+    parkedRecords: 0,
+    shed: 0,
     deleted: 0,
     deleteFailures: 0,
     released: 0,

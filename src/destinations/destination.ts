@@ -18,4 +18,15 @@ export interface Batch {
 export interface Destination {
   readonly kind: string;
   deliver(batch: Batch, signal: AbortSignal): Promise<void>;
+  /** The batch will not be tried again: drop anything kept for its retries. */
+  forget?(batchId: string): void;
+}
+
+/** Fills `{account}` and `{queue}` in a bucket, URL or queue URL template. */
+export function renderTarget(
+  template: string,
+  batch: Pick<Batch, "account" | "queue">,
+  encode: (s: string) => string,
+): string {
+  return template.replace(/\{(account|queue)\}/g, (_, field: "account" | "queue") => encode(batch[field]));
 }

@@ -1,13 +1,13 @@
 import { promisify } from "node:util";
 import { gzip as gzipCallback } from "node:zlib";
-import { PutObjectCommand, type S3Client, S3ServiceException } from "@aws-sdk/client-s3";
+import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import type { S3DestinationConfig } from "../config.ts";
 import { DeliveryError } from "../errors.ts";
-import type { Batch, Destination } from "./destination.ts";
+import { type Batch, type Destination, renderTarget } from "./destination.ts";
 
 const gzip = promisify(gzipCallback);
 
-/** One object per batch: gzip NDJSON under a key built from the template. */
+/** One object per batch: gzip NDJSON under a key built from the template, in a bucket that may be per partner. */
 export class S3Destination implements Destination {
   readonly kind = "s3";
   readonly #s3: S3Client;
@@ -18,6 +18,11 @@ export class S3Destination implements Destination {
     this.#options = options;
   }
 
+  bucketFor(batch: Pick<Batch, "account" | "queue">): string {
+    // Bucket names allow lowercase letters, digits, dots and hyphens only.
+    return renderTarget(this.#options.bucket, batch, (s) => s.toLowerCase().replace(/[^a-z0-9.-]/g, "-"));
+  }
+
   keyFor(batch: Batch): string {
     return renderKey(this.#options.keyTemplate, batch);
   }
@@ -25,24 +30,28 @@ export class S3Destination implements Destination {
   async deliver(batch: Batch, signal: AbortSignal): Promise<void> {
     const text = batch.lines.join("");
     const body = this.#options.gzip ? await gzip(text) : Buffer.from(text);
+    const bucket = this.bucketFor(batch);
+    const sse = this.#options.serverSideEncryption;
     try {
       await this.#s3.send(
         new PutObjectCommand({
-          Bucket: this.#options.bucket,
+          Bucket: bucket,
           Key: this.keyFor(batch),
           Body: body,
           ContentType: "application/x-ndjson",
           ...(this.#options.gzip ? { ContentEncoding: "gzip" } : {}),
+          ...(sse ? { ServerSideEncryption: sse } : {}),
+          ...(sse === "aws:kms" && this.#options.kmsKeyId ? { SSEKMSKeyId: this.#options.kmsKeyId } : {}),
           Metadata: { records: String(batch.lines.length), queue: batch.queue, account: batch.account },
         }),
         { abortSignal: signal },
       );
     } catch (err) {
-      const code = err instanceof S3ServiceException ? err.name : (err as Error).name;
+      const code = (err as Error).name;
       throw new DeliveryError(
-        `S3 PutObject to ${this.#options.bucket} failed: ${code}: ${(err as Error).message}`,
+        `S3 PutObject to ${bucket} failed: ${code}: ${(err as Error).message}`,
         // Every S3 failure is worth retrying: even AccessDenied or NoSuchBucket is fixed by an operator,
-        // not by dead-lettering the data. A batch that keeps failing is released after giveUpAfterMs.
+        // not by dead-lettering the data. A batch that keeps failing is given up after giveUpAfterMs.
         { destination: this.kind, account: batch.account, retryable: true },
         { cause: err },
       );
@@ -68,7 +77,7 @@ export function renderKey(template: string, batch: Batch): string {
 }
 
 /** Accounts come from handler output: keep them from adding path segments or odd characters to keys. */
-function encodeKeySegment(account: string): string {
+export function encodeKeySegment(account: string): string {
   return account.replace(/[^A-Za-z0-9._=-]/gu, (c) =>
     [...Buffer.from(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join(""),
   );

@@ -81,7 +81,16 @@ describe("demand-driven receiving", () => {
         dispatch: { flushIntervalMs: 300 },
         destination: { bucket },
         queues: [
-          { queue: q.name, handler: "slow.ts", concurrency: 20, prefetch: 10, maxUnacked, waitTimeSec: 1 },
+          // partnerShare 1: this test is about the queue's bound, not about fairness between partners.
+          {
+            queue: q.name,
+            handler: "slow.ts",
+            concurrency: 20,
+            prefetch: 10,
+            maxUnacked,
+            partnerShare: 1,
+            waitTimeSec: 1,
+          },
         ],
       },
       { sqs: spy.sqs },

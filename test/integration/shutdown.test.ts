@@ -96,7 +96,11 @@ describe("shutdown deadline", () => {
     const q = await createQueue(emu, { visibilityTimeoutSec: 120 });
     const bucket = await createBucket(emu);
     const proxy = await startFaultProxy(emu.endpoint, "503");
-    const ids = await sendBodies(emu, q.url, Array.from({ length: 50 }, (_, n) => ({ account: `a-${n % 5}`, delayMs: 1 })));
+    const ids = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 50 }, (_, n) => ({ account: `a-${n % 5}`, delayMs: 1 })),
+    );
     const proc = spawnService(
       emu,
       {
@@ -111,7 +115,9 @@ describe("shutdown deadline", () => {
       await waitFor("flushes failing", () => proxy.failed >= 10, 30_000);
       proc.child.kill("SIGTERM");
       expect(await proc.exited).toEqual({ code: 0, signal: null });
-      expect(proc.logs.some((l) => l.msg === "shutdown deadline reached; releasing what is undelivered")).toBe(true);
+      expect(
+        proc.logs.some((l) => l.msg === "shutdown deadline reached; releasing what is undelivered"),
+      ).toBe(true);
       const back = await waitFor(
         "all 50 visible again well before their 120 s timeout",
         async () => {

@@ -79,6 +79,16 @@ const baseOptions: DispatcherOptions = {
   retryBaseMs: 100,
   retryMaxMs: 1000,
   giveUpAfterMs: 600_000,
+  rateLimit: { requests: 0, records: 0, intervalMs: 1000 },
+  breaker: { failures: 1000, cooldownMs: 1000 },
+  onOutage: "release",
+};
+
+/** No limits: the dispatcher's own behaviour, apart from its partner's (tested in partner.test.ts). */
+const unlimited = {
+  dispatchers: 0,
+  deliver: (destination: Destination, batch: Batch, signal: AbortSignal) =>
+    destination.deliver(batch, signal),
 };
 
 const line = (n: number) => `${JSON.stringify({ n })}\n`;
@@ -93,7 +103,17 @@ function setup(options: Partial<DispatcherOptions> = {}, destination = new FakeD
   const onAbandoned = vi.fn<DispatcherDeps<number>["onAbandoned"]>();
   const onStopped = vi.fn<DispatcherDeps<number>["onStopped"]>();
   const dispatcher = new Dispatcher<number>(
-    { destination, log, stats, onDelivered, onRejected, onAbandoned, onStopped },
+    {
+      destination,
+      partner: unlimited,
+      park: new FakeDestination(),
+      log,
+      stats,
+      onDelivered,
+      onRejected,
+      onAbandoned,
+      onStopped,
+    },
     { ...baseOptions, ...options },
   );
   const add = (...tickets: number[]) => {
@@ -497,8 +517,7 @@ describe("Dispatcher", () => {
 });
 
 describe("Router", () => {
-  const routerOptions: DispatchConfig & { queue: string } = {
-    queue: "orders",
+  const routerDispatch: DispatchConfig = {
     flushIntervalMs: 1000,
     maxRecords: 3,
     maxBytes: 1_000_000,
@@ -507,6 +526,9 @@ describe("Router", () => {
     retryBaseMs: 100,
     retryMaxMs: 400,
     giveUpAfterMs: 600_000,
+    rateLimit: { requests: 0, records: 0, intervalMs: 1000 },
+    breaker: { failures: 1000, cooldownMs: 1000 },
+    onOutage: "release",
   };
 
   function setupRouter(destination = new FakeDestination()) {
@@ -516,7 +538,8 @@ describe("Router", () => {
     const onAbandoned = vi.fn();
     const router = new Router<number>(
       {
-        destination,
+        resolve: () => ({ dispatch: routerDispatch, destination, partner: { ...unlimited } }),
+        park: new FakeDestination(),
         log,
         stats,
         onDelivered: (tickets) => {
@@ -525,7 +548,7 @@ describe("Router", () => {
         onRejected,
         onAbandoned,
       },
-      routerOptions,
+      { queue: "orders" },
     );
     return { router, destination, stats, delivered, onRejected, onAbandoned };
   }
@@ -575,9 +598,9 @@ describe("Router", () => {
   it("delivers every output exactly once across dispatcher hand-overs", async () => {
     const destination = new FakeDestination();
     const { router, stats, delivered, onRejected, onAbandoned } = setupRouter(destination);
-    const interval = routerOptions.flushIntervalMs;
+    const interval = routerDispatch.flushIntervalMs;
     // A dispatcher spawned at S flushes at S+I and stops on its last empty tick, at S+(L+1)·I.
-    const stopAfter = (routerOptions.emptyFlushLimit + 1) * interval;
+    const stopAfter = (routerDispatch.emptyFlushLimit + 1) * interval;
     const routed: number[] = [];
     let next = 1;
     const route = (account: string, count = 1) => {

@@ -1,0 +1,188 @@
+/**
+ * The part every contender process shares: take the spec from the orchestrator, build and start the
+ * contender with a WireMeter on its clients, sample memory and event-loop delay while it drains, and
+ * send back one ContenderResult (peak RSS and CPU are this process's own, worker threads included).
+ */
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { BIN_MS, WireMeter } from "./metrics.ts";
+import type {
+  ContenderResult,
+  ContenderSpec,
+  FromContender,
+  OctorelayFigures,
+  Sample,
+  ToContender,
+} from "./protocol.ts";
+
+export interface RunningContender {
+  /** Stops receiving and lets in-flight work finish (bounded by the caller). */
+  stop(): Promise<void>;
+  /** Sampled with the process's own figures. */
+  activeDispatchers?(): number;
+  /** Octorelay's own counters, read after stop. */
+  figures?(): Omit<OctorelayFigures, "stopMs" | "peakActiveDispatchers" | "peakUnacked">;
+  unacked?(): number;
+}
+
+export type StartContender = (spec: ContenderSpec, meter: WireMeter) => Promise<RunningContender>;
+
+const STOP_BUDGET_MS = 20_000;
+
+function send(message: FromContender): Promise<void> {
+  return new Promise((resolve, reject) =>
+    process.send?.(message, undefined, {}, (err) => (err ? reject(err) : resolve())),
+  );
+}
+
+function nextMessage(): Promise<ToContender> {
+  return new Promise((resolve) => process.once("message", (m: ToContender) => resolve(m)));
+}
+
+/** Runs one contender under the orchestrator's control; never returns (the process exits). */
+export async function runContender(start: StartContender): Promise<never> {
+  const first = await nextMessage();
+  if (first.type !== "start") throw new Error(`expected a start message, got ${first.type}`);
+  const spec = first.spec;
+  const meter = new WireMeter();
+  const marks = [meter.deletedAt(Math.ceil(spec.expected * 0.1)), meter.deletedAt(Math.floor(spec.expected * 0.9))];
+  const eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
+  eventLoopDelay.enable();
+
+  let failure: string | undefined;
+  let contender: RunningContender;
+  try {
+    contender = await start(spec, meter);
+  } catch (err) {
+    process.stderr.write(`${spec.kind}: could not start: ${(err as Error).stack}\n`);
+    process.exit(1);
+  }
+  const readyCpu = process.cpuUsage();
+  const readyAtMs = Date.now();
+  const samples: Sample[] = [];
+  let peakHeapUsedBytes = 0;
+  let peakActiveDispatchers = 0;
+  let peakUnacked = 0;
+  let deletedAtLastSample = 0;
+  let lastSampleAtMs = readyAtMs;
+  const sampler = setInterval(() => {
+    const nowMs = Date.now();
+    const heapUsedBytes = process.memoryUsage().heapUsed;
+    peakHeapUsedBytes = Math.max(peakHeapUsedBytes, heapUsedBytes);
+    const sample: Sample = {
+      atSec: (nowMs - readyAtMs) / 1000,
+      rssBytes: process.memoryUsage.rss(),
+      heapUsedBytes,
+      eventLoopDelayP50Ms: eventLoopDelay.percentile(50) / 1e6,
+      eventLoopDelayP99Ms: eventLoopDelay.percentile(99) / 1e6,
+      eventLoopDelayMaxMs: eventLoopDelay.max / 1e6,
+      deletedPerSec: ((meter.deleted - deletedAtLastSample) * 1000) / Math.max(1, nowMs - lastSampleAtMs),
+      activeDispatchers: contender.activeDispatchers?.(),
+    };
+    eventLoopDelay.reset();
+    deletedAtLastSample = meter.deleted;
+    lastSampleAtMs = nowMs;
+    if (spec.keepSamples) samples.push(sample);
+  }, spec.sampleIntervalMs);
+  // Dispatchers come and go within seconds: watch them (and the unacked ledger) more closely.
+  const peaks = setInterval(() => {
+    peakActiveDispatchers = Math.max(peakActiveDispatchers, contender.activeDispatchers?.() ?? 0);
+    peakUnacked = Math.max(peakUnacked, contender.unacked?.() ?? 0);
+  }, 100);
+  await send({ type: "ready" });
+
+  if (spec.mode === "idle") await answerMeasures(meter, contender);
+  else failure = await untilDrained(spec, meter);
+  const drainCpu = process.cpuUsage(readyCpu);
+
+  clearInterval(sampler);
+  clearInterval(peaks);
+  const stopStartedAtMs = Date.now();
+  const stopped = await Promise.race([
+    contender.stop().then(() => true),
+    sleep(STOP_BUDGET_MS, false, { ref: false }),
+  ]);
+  if (!stopped) failure ??= `did not stop within ${STOP_BUDGET_MS} ms`;
+  const stopMs = Date.now() - stopStartedAtMs;
+
+  const [t10, t90] = failure ? [Number.NaN, Number.NaN] : await Promise.all(marks);
+  const span = (t90 as number) - (t10 as number);
+  const counted = Math.floor(spec.expected * 0.9) - Math.ceil(spec.expected * 0.1);
+  const cpu = process.cpuUsage();
+  const figures = contender.figures?.();
+  const result: ContenderResult = {
+    kind: spec.kind,
+    ok: failure === undefined,
+    failure,
+    expected: spec.expected,
+    received: meter.received,
+    deleted: meter.deleted,
+    emptyReceives: meter.emptyReceives,
+    msgsPerSec: span > 0 ? (counted * 1000) / span : Number.NaN,
+    drainSec: ((meter.lastDeleteAtMs ?? Number.NaN) - (meter.firstReceiveAtMs ?? Number.NaN)) / 1000,
+    calls: Object.fromEntries(meter.calls),
+    errors: Object.fromEntries(meter.errors),
+    sqsRequests: meter.sqsCalls(),
+    s3Puts: meter.s3Puts(),
+    latencyMs: {
+      p50: meter.latency.quantile(0.5),
+      p99: meter.latency.quantile(0.99),
+      max: meter.latency.maxMs,
+    },
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    cpuSec: (cpu.user + cpu.system) / 1e6,
+    drainCpuSec: (drainCpu.user + drainCpu.system) / 1e6,
+    peakHeapUsedBytes,
+    octorelay: figures ? { ...figures, peakActiveDispatchers, peakUnacked, stopMs } : undefined,
+    samples,
+  };
+  await send({ type: "result", result });
+  process.exit(0);
+}
+
+/** Resolves with a failure, or undefined once `expected` messages are deleted. */
+async function untilDrained(spec: ContenderSpec, meter: WireMeter): Promise<string | undefined> {
+  let lastDeleted = -1;
+  let lastProgressAtMs = Date.now();
+  const stalled = new Promise<string>((resolve) => {
+    const watchdog = setInterval(() => {
+      if (meter.deleted !== lastDeleted) {
+        lastDeleted = meter.deleted;
+        lastProgressAtMs = Date.now();
+      } else if (Date.now() - lastProgressAtMs > spec.stallTimeoutMs) {
+        clearInterval(watchdog);
+        resolve(
+          `stalled: ${meter.deleted} of ${spec.expected} deleted, none for ${spec.stallTimeoutMs} ms (${meter.outstanding} received and not deleted)`,
+        );
+      }
+    }, BIN_MS);
+    watchdog.unref();
+    void meter.deletedAt(spec.expected).then(() => clearInterval(watchdog));
+  });
+  return Promise.race([meter.deletedAt(spec.expected).then(() => undefined), stalled]);
+}
+
+/** Idle mode: answers heap measurements until told to stop. */
+async function answerMeasures(meter: WireMeter, contender: RunningContender): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error("idle mode needs --expose-gc");
+  for (;;) {
+    const message = await nextMessage();
+    if (message.type === "stop") return;
+    if (message.type !== "measure") continue;
+    await meter.deletedAt(message.deletedAtLeast);
+    await sleep(message.settleMs);
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await sleep(50);
+    }
+    await send({
+      type: "measured",
+      measure: {
+        deleted: meter.deleted,
+        heapUsedBytes: process.memoryUsage().heapUsed,
+        activeDispatchers: contender.activeDispatchers?.() ?? 0,
+      },
+    });
+  }
+}

@@ -1,0 +1,149 @@
+/** The messages the orchestrator exchanges with the emulator process and the contender processes. */
+import type { TrafficSpec } from "./traffic.ts";
+
+export type ContenderKind = "ceiling" | "octorelay" | "peer";
+
+// ── emulator process ────────────────────────────────────────────────────────────────────────────
+
+export type EmulatorRequest =
+  | { op: "setup"; queueName: string; bucket: string }
+  /** Enqueues `count` messages at once (through fauxqs's in-process API, not HTTP). */
+  | { op: "fill"; queueName: string; traffic: TrafficSpec; count: number; returnIds: boolean }
+  /**
+   * Enqueues `count` messages over time: at `ratePerSec`, or as fast as the queue's visible backlog
+   * stays under `maxBacklog`. Answers when the last one is sent.
+   */
+  | {
+      op: "produce";
+      queueName: string;
+      traffic: TrafficSpec;
+      count: number;
+      ratePerSec?: number;
+      maxBacklog?: number;
+    }
+  | { op: "depth"; queueName: string }
+  | { op: "usage" }
+  | { op: "cleanup"; queueName: string; bucket: string };
+
+export interface EmulatorResults {
+  setup: { queueUrl: string };
+  fill: { count: number; ms: number; ids: string[] };
+  produce: { count: number; ms: number };
+  depth: { visible: number; inFlight: number; delayed: number };
+  usage: { cpuSec: number; rssBytes: number };
+  cleanup: Record<string, never>;
+}
+
+export type EmulatorReply =
+  | { kind: "ready"; endpoint: string }
+  | { kind: "reply"; id: number; ok: true; result: unknown }
+  | { kind: "reply"; id: number; ok: false; error: string };
+
+// ── contender processes ─────────────────────────────────────────────────────────────────────────
+
+/** Octorelay's per-queue settings for the bench; printed in the report. */
+export interface OctorelaySettings {
+  concurrency: number;
+  threads: number;
+  prefetch: number;
+  maxUnacked: number;
+  maxParallelReceives: number;
+  waitTimeSec: number;
+  visibilityTimeoutSec: number;
+  dispatch: {
+    flushIntervalMs: number;
+    maxRecords: number;
+    maxBytes: number;
+    emptyFlushLimit: number;
+    maxConcurrentFlushes: number;
+  };
+}
+
+export interface ContenderSpec {
+  kind: ContenderKind;
+  endpoint: string;
+  region: string;
+  queueName: string;
+  queueUrl: string;
+  bucket: string;
+  /** "drain": done once `expected` messages are deleted. "idle": octorelay answers measure requests until stop. */
+  mode: "drain" | "idle";
+  expected: number;
+  /** The run fails when no message is deleted for this long. */
+  stallTimeoutMs: number;
+  sampleIntervalMs: number;
+  /** Keep the periodic samples in the result (the soak). */
+  keepSamples: boolean;
+  logLevel: string;
+  ceiling: { loops: number };
+  peer: { consumers: number; deleteMode: "batch" | "message" };
+  octorelay: OctorelaySettings;
+}
+
+export interface Sample {
+  atSec: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  eventLoopDelayP50Ms: number;
+  eventLoopDelayP99Ms: number;
+  eventLoopDelayMaxMs: number;
+  deletedPerSec: number;
+  activeDispatchers: number | undefined;
+}
+
+export interface OctorelayFigures {
+  peakActiveDispatchers: number;
+  dispatchersSpawned: number;
+  objects: number;
+  flushedRecords: number;
+  flushedBytes: number;
+  peakUnacked: number;
+  handlerFailures: number;
+  deadLettered: number;
+  released: number;
+  stopMs: number;
+}
+
+export interface ContenderResult {
+  kind: ContenderKind;
+  ok: boolean;
+  failure: string | undefined;
+  expected: number;
+  received: number;
+  deleted: number;
+  emptyReceives: number;
+  /** Deletes per second between the 10th and the 90th percentile of the run's deletes. */
+  msgsPerSec: number;
+  /** First ReceiveMessage sent → last delete answered. */
+  drainSec: number;
+  calls: Record<string, number>;
+  errors: Record<string, number>;
+  sqsRequests: number;
+  s3Puts: number;
+  latencyMs: { p50: number; p99: number; max: number };
+  maxRssBytes: number;
+  /** User + system CPU of the whole process (worker threads included), start to exit. */
+  cpuSec: number;
+  /** The same from ready to the last delete. */
+  drainCpuSec: number;
+  peakHeapUsedBytes: number;
+  octorelay: OctorelayFigures | undefined;
+  samples: Sample[];
+}
+
+export type ToContender =
+  | { type: "start"; spec: ContenderSpec }
+  /** Once `deletedAtLeast` messages are deleted and `settleMs` passed: collect garbage, report the heap. */
+  | { type: "measure"; deletedAtLeast: number; settleMs: number }
+  | { type: "stop" };
+
+export interface HeapMeasure {
+  deleted: number;
+  heapUsedBytes: number;
+  activeDispatchers: number;
+}
+
+export type FromContender =
+  | { type: "ready" }
+  | { type: "measured"; measure: HeapMeasure }
+  | { type: "result"; result: ContenderResult };

@@ -1,0 +1,90 @@
+import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import type { SqsDestinationConfig } from "../config.ts";
+import { DeliveryError } from "../errors.ts";
+import { type Batch, type Destination, renderTarget } from "./destination.ts";
+
+const SQS_BATCH = 10;
+/** Stay under the smallest SendMessageBatch payload limit in use (256 KiB before 2025). */
+const MAX_CALL_BYTES = 256 * 1024;
+
+/**
+ * Forwards each record as one message to the partner's queue with SendMessageBatch. Entries that
+ * failed are retried; entries already sent are remembered by batch id, so a retry of the batch does
+ * not send them twice.
+ */
+export class SqsDestination implements Destination {
+  readonly kind = "sqs";
+  readonly #sqs: SQSClient;
+  readonly #options: SqsDestinationConfig;
+  /** batchId → indexes of lines already accepted by SQS, kept until the batch is done. */
+  readonly #sent = new Map<string, Set<number>>();
+
+  constructor(deps: { sqs: SQSClient }, options: SqsDestinationConfig) {
+    this.#sqs = deps.sqs;
+    this.#options = options;
+  }
+
+  queueUrlFor(batch: Pick<Batch, "account" | "queue">): string {
+    return renderTarget(this.#options.queueUrl, batch, (s) => s.replace(/[^A-Za-z0-9_-]/g, "-"));
+  }
+
+  async deliver(batch: Batch, signal: AbortSignal): Promise<void> {
+    const queueUrl = this.queueUrlFor(batch);
+    const sent = this.#sent.get(batch.batchId) ?? new Set<number>();
+    this.#sent.set(batch.batchId, sent);
+    const failures: string[] = [];
+    let permanent = true;
+    for (const chunk of chunks(batch.lines, sent)) {
+      try {
+        const out = await this.#sqs.send(
+          new SendMessageBatchCommand({
+            QueueUrl: queueUrl,
+            Entries: chunk.map((i) => ({ Id: String(i), MessageBody: (batch.lines[i] as string).trimEnd() })),
+          }),
+          { abortSignal: signal },
+        );
+        for (const ok of out.Successful ?? []) sent.add(Number(ok.Id));
+        for (const f of out.Failed ?? []) {
+          failures.push(`${f.Code}: ${f.Message ?? ""}`);
+          if (!f.SenderFault) permanent = false;
+        }
+      } catch (err) {
+        failures.push(`${(err as Error).name}: ${(err as Error).message}`);
+        permanent = false;
+      }
+    }
+    if (failures.length === 0) {
+      this.#sent.delete(batch.batchId);
+      return;
+    }
+    if (permanent) this.#sent.delete(batch.batchId);
+    throw new DeliveryError(
+      `SendMessageBatch to ${queueUrl}: ${failures.length} failure(s), first: ${failures[0]}`,
+      // Entries SQS rejected as the sender's fault (too large, invalid characters) will never pass.
+      { destination: this.kind, account: batch.account, retryable: !permanent },
+    );
+  }
+
+  /** A batch given up on will not be retried: forget what was sent of it. */
+  forget(batchId: string): void {
+    this.#sent.delete(batchId);
+  }
+}
+
+/** Unsent line indexes in groups of at most 10 entries and MAX_CALL_BYTES. */
+function* chunks(lines: string[], sent: Set<number>): Generator<number[]> {
+  let chunk: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < lines.length; i++) {
+    if (sent.has(i)) continue;
+    const size = Buffer.byteLength(lines[i] as string);
+    if (chunk.length === SQS_BATCH || (chunk.length > 0 && bytes + size > MAX_CALL_BYTES)) {
+      yield chunk;
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(i);
+    bytes += size;
+  }
+  if (chunk.length > 0) yield chunk;
+}

@@ -1,0 +1,129 @@
+import type { S3Client } from "@aws-sdk/client-s3";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { Logger } from "pino";
+import {
+  type DispatchConfig,
+  type FlatDestination,
+  type PartnersConfig,
+  type QueueConfig,
+  toDestination,
+} from "./config.ts";
+import type { Destination } from "./destinations/destination.ts";
+import { HttpDestination } from "./destinations/http.ts";
+import { S3Destination } from "./destinations/s3.ts";
+import { SqsDestination } from "./destinations/sqs.ts";
+import { Partner } from "./partner.ts";
+
+export interface PartnerDirectoryDeps {
+  sqs: SQSClient;
+  s3: S3Client;
+  log: Logger;
+  /** Where HTTP destinations read their tokens (the profile names the variable). */
+  env: NodeJS.ProcessEnv;
+}
+
+/** What one (queue, account) dispatcher runs with. */
+export interface Profile {
+  dispatch: DispatchConfig;
+  destination: Destination;
+}
+
+/**
+ * Resolves each account's profile (its queue's settings, then the account's overrides) and holds one
+ * Partner per account: the limits and breaker that all of the account's dispatchers share.
+ */
+export class PartnerDirectory {
+  readonly #deps: PartnerDirectoryDeps;
+  readonly #defaults: DispatchConfig;
+  readonly #partners = new Map<string, Partner>();
+  readonly #destinations = new Map<string, Destination>();
+  readonly #config: PartnersConfig;
+  readonly #startedAtMs = Date.now();
+  readonly park: S3Destination;
+
+  constructor(deps: PartnerDirectoryDeps, config: { dispatch: DispatchConfig; partners: PartnersConfig }) {
+    this.#deps = deps;
+    this.#defaults = config.dispatch;
+    this.#config = config.partners;
+    this.park = new S3Destination(
+      { s3: deps.s3 },
+      {
+        type: "s3",
+        bucket: config.partners.park.bucket,
+        keyTemplate: `${config.partners.park.prefix}{account}/{queue}/{yyyy}/{MM}/{dd}/{batchId}.ndjson.gz`,
+        gzip: true,
+        serverSideEncryption: "",
+        kmsKeyId: "",
+      },
+    );
+  }
+
+  /** The account's shared limits, created on first use. */
+  partner(account: string): Partner {
+    let partner = this.#partners.get(account);
+    if (!partner) {
+      const limits = merge(this.#defaults, this.#config.overrides.get(account)?.dispatch);
+      partner = new Partner(
+        { log: this.#deps.log.child({ component: "partner", account }), startedAtMs: this.#startedAtMs },
+        account,
+        limits,
+      );
+      this.#partners.set(account, partner);
+    }
+    return partner;
+  }
+
+  /** Forgets an account with nothing alive and nothing to remember (closed breaker, no parked batches). */
+  release(account: string): void {
+    const partner = this.#partners.get(account);
+    if (partner && partner.dispatchers === 0 && partner.state() === "idle" && !partner.lastError) {
+      this.#partners.delete(account);
+    }
+  }
+
+  profile(queue: QueueConfig, account: string): Profile {
+    const override = this.#config.overrides.get(account);
+    const dispatch = merge(queue.dispatch, override?.dispatch);
+    // A batch larger than the records limit could never be sent.
+    if (dispatch.rateLimit.records > 0)
+      dispatch.maxRecords = Math.min(dispatch.maxRecords, dispatch.rateLimit.records);
+    const flat = override?.destination ? merge(queue.destination, override.destination) : queue.destination;
+    return { dispatch, destination: this.destination(flat) };
+  }
+
+  partners(): IterableIterator<Partner> {
+    return this.#partners.values();
+  }
+
+  /** One destination object per distinct configuration, shared by every dispatcher using it. */
+  destination(flat: FlatDestination): Destination {
+    const config = toDestination(flat);
+    const key = JSON.stringify(config);
+    let destination = this.#destinations.get(key);
+    if (!destination) {
+      const { s3, sqs, env } = this.#deps;
+      destination =
+        config.type === "s3"
+          ? new S3Destination({ s3 }, config)
+          : config.type === "http"
+            ? new HttpDestination({ env }, config)
+            : new SqsDestination({ sqs }, config);
+      this.#destinations.set(key, destination);
+    }
+    return destination;
+  }
+}
+
+/** `base` with the fields `override` sets; nested objects (rateLimit, breaker, headers) merged one level. */
+function merge<T extends object>(base: T, override: Partial<T> | undefined): T {
+  if (!override) return { ...base };
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [key, value] of Object.entries(override)) {
+    const current = out[key];
+    out[key] =
+      typeof value === "object" && value !== null && typeof current === "object" && current !== null
+        ? { ...current, ...value }
+        : value;
+  }
+  return out as T;
+}
