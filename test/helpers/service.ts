@@ -15,6 +15,7 @@ export const FIXTURE_HANDLERS = fileURLToPath(new URL("../fixtures/handlers/", i
 
 export interface ServiceOverrides {
   queues: Record<string, unknown>[];
+  partners?: Record<string, unknown>;
   dispatch?: Record<string, unknown>;
   destination?: Record<string, unknown>;
   shutdown?: Record<string, unknown>;
@@ -37,11 +38,11 @@ export function sampleHandler(name: string): string {
 export async function startService(
   emu: Emulator,
   overrides: ServiceOverrides,
-  clients: { sqs?: SQSClient; s3?: S3Client } = {},
+  clients: { sqs?: SQSClient; s3?: S3Client; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Service> {
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const service = new Service(
-    { sqs: clients.sqs ?? emu.sqs, s3: clients.s3 ?? emu.s3, log },
+    { sqs: clients.sqs ?? emu.sqs, s3: clients.s3 ?? emu.s3, log, env: clients.env ?? {} },
     testConfig(emu, overrides),
   );
   await service.start();

@@ -1,0 +1,127 @@
+/**
+ * Replay of parked batches: delivers what was parked in S3 while a partner was down to the partner's
+ * destination, within its limits, and deletes each parked object once its batch is delivered.
+ */
+import { gunzipSync } from "node:zlib";
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import type { Logger } from "pino";
+import { backoffMs } from "./backoff.ts";
+import type { Config } from "./config.ts";
+import type { Batch } from "./destinations/destination.ts";
+import { encodeKeySegment } from "./destinations/s3.ts";
+import { BreakerOpenError, DeliveryError } from "./errors.ts";
+import type { Partner } from "./partner.ts";
+import type { PartnerDirectory, Profile } from "./partners.ts";
+
+export interface ReplayResult {
+  batches: number;
+  records: number;
+  failed: number;
+}
+
+/** Replays every parked batch of `accounts` (all parked accounts when empty). */
+export async function replayParked(
+  deps: { s3: S3Client; partners: PartnerDirectory; log: Logger },
+  config: Config,
+  options: { accounts: string[]; dryRun?: boolean; signal?: AbortSignal; attempts?: number },
+): Promise<ReplayResult> {
+  const { s3, partners, log } = deps;
+  const { bucket, prefix } = config.partners.park;
+  const result: ReplayResult = { batches: 0, records: 0, failed: 0 };
+  const prefixes = options.accounts.length
+    ? options.accounts.map((a) => `${prefix}${encodeKeySegment(a)}/`)
+    : [prefix];
+  const signal = options.signal ?? new AbortController().signal;
+  for (const listPrefix of prefixes) {
+    let token: string | undefined;
+    do {
+      const page = await s3.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: listPrefix, ContinuationToken: token }),
+      );
+      for (const object of page.Contents ?? []) {
+        const key = object.Key as string;
+        // parked/{account}/{queue}/yyyy/MM/dd/{batchId}.ndjson.gz
+        const [accountPart, queue] = key.slice(prefix.length).split("/");
+        const account = decodeURIComponent(accountPart ?? "");
+        const batchId = (key.split("/").pop() ?? "").replace(/\.ndjson(\.gz)?$/, "");
+        const queueConfig = config.queues.find((q) => q.name === queue);
+        if (!queueConfig) {
+          log.error({ key, queue }, "parked batch of a queue no longer configured; left in place");
+          result.failed++;
+          continue;
+        }
+        const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+        const bytes = Buffer.from(
+          await (got.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray(),
+        );
+        const text = (key.endsWith(".gz") ? gunzipSync(bytes) : bytes).toString("utf8");
+        const lines = text
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => `${l}\n`);
+        if (options.dryRun) {
+          log.info({ key, account, records: lines.length }, "would replay");
+          result.batches++;
+          result.records += lines.length;
+          continue;
+        }
+        const profile = partners.profile(queueConfig, account);
+        const batch = {
+          queue: queueConfig.name,
+          account,
+          batchId,
+          createdAt: new Date(),
+          lines,
+          bytes: Buffer.byteLength(text),
+        };
+        try {
+          await deliverWithRetries(partners.partner(account), profile, batch, signal, options.attempts ?? 8);
+        } catch (err) {
+          log.error(
+            { err, key, account },
+            "replay of a parked batch failed; left in place for the next replay",
+          );
+          result.failed++;
+          continue;
+        }
+        await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+        result.batches++;
+        result.records += lines.length;
+        log.info({ key, account, records: lines.length }, "parked batch replayed");
+      }
+      token = page.NextContinuationToken;
+    } while (token);
+  }
+  return result;
+}
+
+/** Retries what may pass later (an open breaker, 5xx, Retry-After) with the profile's backoff. */
+async function deliverWithRetries(
+  partner: Partner,
+  profile: Profile,
+  batch: Batch,
+  signal: AbortSignal,
+  attempts: number,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await partner.deliver(profile.destination, batch, signal);
+      return;
+    } catch (err) {
+      const retryable = err instanceof BreakerOpenError || (err instanceof DeliveryError && err.retryable);
+      if (!retryable || attempt >= attempts || signal.aborted) throw err;
+      const waitMs = Math.max(
+        backoffMs(attempt, profile.dispatch.retryBaseMs, profile.dispatch.retryMaxMs),
+        err instanceof BreakerOpenError
+          ? profile.dispatch.breaker.cooldownMs
+          : ((err as DeliveryError).retryAfterMs ?? 0),
+      );
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  }
+}
