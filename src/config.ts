@@ -122,6 +122,15 @@ export interface QueueConfig {
   destination: FlatDestination;
 }
 
+export interface OpsConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+  /** Per-partner series for the N partners holding the most, plus these; the rest summed as "_other". */
+  partnerMetricsTop: number;
+  partnerMetricsAccounts: string[];
+}
+
 export interface Config {
   env: string;
   logLevel: LogLevel;
@@ -130,6 +139,7 @@ export interface Config {
   shutdownDeadlineMs: number;
   /** Top-level dispatch settings: the partner defaults that per-partner limits start from. */
   dispatch: DispatchConfig;
+  ops: OpsConfig;
   partners: PartnersConfig;
   queues: QueueConfig[];
 }
@@ -325,6 +335,36 @@ const rootSchema = {
   },
   dispatch: dispatchSchema,
   destination: destinationSchema,
+  ops: {
+    enabled: {
+      doc: "Serve /metrics, /healthz, /readyz, /partners.",
+      format: "strict-boolean",
+      default: true,
+      env: "OCTORELAY_OPS_ENABLED",
+    },
+    host: {
+      doc: "Address the ops server listens on.",
+      format: String,
+      default: "0.0.0.0",
+      env: "OCTORELAY_METRICS_HOST",
+    },
+    port: {
+      doc: "Port of the ops server; 0 = any free port.",
+      format: intFormat(0, 65_535, "a TCP port"),
+      default: 9464,
+      env: "OCTORELAY_METRICS_PORT",
+    },
+    partnerMetricsTop: {
+      doc: "Partners with their own metric labels: the N holding the most; the rest are summed as _other.",
+      format: intFormat(0, 1000, "partners"),
+      default: 20,
+    },
+    partnerMetricsAccounts: {
+      doc: "Partners that always get their own labels.",
+      format: Array,
+      default: [] as string[],
+    },
+  },
   partners: {
     accounts: {
       doc: "Per-account overrides: { account: { destination?, flushIntervalMs?, rateLimit?, ... } }.",
@@ -573,6 +613,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     handlersDir,
     shutdownDeadlineMs: root.get("shutdown.deadlineMs"),
     dispatch,
+    ops: root.get("ops") as OpsConfig,
     partners,
     queues,
   };

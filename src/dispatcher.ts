@@ -199,6 +199,7 @@ export class Dispatcher<T> {
         try {
           await this.#deps.park.deliver(batch, this.#abort.signal);
           this.#deps.stats.parkedRecords += tickets.length;
+          this.#deps.stats.observer.flushDone("park", "parked", 0, batch.lines.length, batch.bytes);
           this.#deps.onParked?.(batch);
           log.warn(
             { err: error, batchId: batch.batchId, records: tickets.length },
@@ -231,8 +232,16 @@ export class Dispatcher<T> {
         this.#deps.onAbandoned(tickets, "stopping");
         return;
       }
+      const startedMs = performance.now();
       try {
         await this.#deps.partner.deliver(this.#deps.destination, batch, this.#abort.signal);
+        this.#deps.stats.observer.flushDone(
+          this.#deps.destination.kind,
+          "delivered",
+          (performance.now() - startedMs) / 1000,
+          batch.lines.length,
+          batch.bytes,
+        );
         this.#deps.stats.flushes++;
         this.#deps.stats.flushedRecords += batch.lines.length;
         this.#deps.stats.flushedBytes += batch.bytes;
@@ -241,7 +250,16 @@ export class Dispatcher<T> {
         return;
       } catch (err) {
         const breakerOpen = err instanceof BreakerOpenError;
-        if (!breakerOpen) this.#deps.stats.flushFailures++;
+        if (!breakerOpen) {
+          this.#deps.stats.flushFailures++;
+          this.#deps.stats.observer.flushDone(
+            this.#deps.destination.kind,
+            "failed",
+            (performance.now() - startedMs) / 1000,
+            batch.lines.length,
+            batch.bytes,
+          );
+        }
         const error =
           err instanceof DeliveryError
             ? err

@@ -14,6 +14,8 @@ const WORKER_FILE = fileURLToPath(
 );
 
 export interface HandlerPoolOptions {
+  /** Told how long each handler ran and how it ended. */
+  onHandled?: (seconds: number, outcome: string) => void;
   queue: string;
   handlerPath: string;
   /** Handlers running at once, across all threads; never exceeded. */
@@ -140,6 +142,13 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
    * messages retried, the queue's other handlers carry on in the fresh pool.
    */
   async #execute(task: HandlerTask): Promise<HandlerOutcome> {
+    const startedMs = performance.now();
+    const outcome = await this.#run(task);
+    this.#options.onHandled?.((performance.now() - startedMs) / 1000, outcome.kind);
+    return outcome;
+  }
+
+  async #run(task: HandlerTask): Promise<HandlerOutcome> {
     const piscina = this.#piscina;
     let hardTimer: NodeJS.Timeout | undefined;
     const wedged = new Promise<HandlerOutcome>((resolve) => {

@@ -1,13 +1,15 @@
-/** Entry point: load config, build the AWS clients, start every queue, drain on SIGTERM. */
+/** Entry point: load config, build the AWS clients, start every queue, serve ops, drain on SIGTERM. */
 import { createAwsClients } from "./aws-clients.ts";
-import { loadConfig } from "./config.ts";
+import { type Config, loadConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { createLogger } from "./logger.ts";
+import { Metrics } from "./metrics.ts";
+import { type OpsServer, startOpsServer } from "./ops-server.ts";
 import { Service } from "./service.ts";
 import { onShutdownSignal } from "./shutdown.ts";
 
 async function main(): Promise<number> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (err) {
@@ -24,12 +26,20 @@ async function main(): Promise<number> {
     log.fatal({ err }, "uncaught exception; exiting");
     process.exit(1);
   });
-  const service = new Service({ ...createAwsClients(config.aws), log }, config);
-  const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs);
+  const clients = createAwsClients(config.aws);
+  const service = new Service({ ...clients, log }, config);
+  const metrics = new Metrics(service, config.ops);
+  metrics.instrument(clients.sqs, "sqs");
+  metrics.instrument(clients.s3, "s3");
+  let ops: OpsServer | undefined;
+  if (config.ops.enabled) ops = await startOpsServer({ service, metrics, log }, config.ops);
+  // /readyz turns 503 as soon as the drain starts; the server stays up until the drain is done.
+  const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs, async () => ops?.close());
   try {
     await service.start();
   } catch (err) {
     log.fatal({ err }, "startup failed");
+    await ops?.close();
     return 1;
   }
   return exitCode;

@@ -60,6 +60,11 @@ export class Poller {
     this.#options = options;
   }
 
+  /** ReceiveMessage failures since the last success. */
+  get consecutiveErrors(): number {
+    return this.#errors;
+  }
+
   /** Receives in flight right now. */
   get receivesInFlight(): number {
     return this.#receives;

@@ -55,6 +55,7 @@ export class Relay {
         threads: options.threads,
         prefetch: options.prefetch,
         handlerTimeoutMs: options.handlerTimeoutMs,
+        onHandled: (seconds, outcome) => this.stats.observer.handlerDone(seconds, outcome),
       },
     );
   }
@@ -74,6 +75,17 @@ export class Relay {
 
   get handlersRunning(): number {
     return this.#pool.running;
+  }
+
+  oldestUnackedAtMs(): number | undefined {
+    return this.#acker?.oldestReceivedAtMs();
+  }
+
+  /** Why this queue is not serving, or undefined when it is (started, receives succeeding). */
+  notReadyReason(): string | undefined {
+    if (!this.#poller) return "not started";
+    const errors = this.#poller.consecutiveErrors;
+    return errors >= 3 ? `${errors} ReceiveMessage failures in a row` : undefined;
   }
 
   /** Resolves the queue URLs, loads the handler, and starts receiving. */

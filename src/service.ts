@@ -24,6 +24,7 @@ export class Service {
   readonly partners: PartnerDirectory;
   readonly #log: Logger;
   readonly #config: Config;
+  #draining = false;
 
   constructor(deps: AwsClients & { log: Logger; env?: NodeJS.ProcessEnv }, config: Config) {
     this.#config = config;
@@ -81,8 +82,23 @@ export class Service {
     this.#log.info({ queues: this.relays.map((r) => r.options.name) }, "octorelay started");
   }
 
+  /** Ready to take traffic: every queue started and receiving, and not draining. */
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons = this.#draining ? ["draining"] : [];
+    for (const relay of this.relays) {
+      const reason = relay.notReadyReason();
+      if (reason) reasons.push(`${relay.options.name}: ${reason}`);
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
   /** Drains every queue; what is still undelivered at `deadline` is released. Returns that count. */
   async stop(deadline: AbortSignal): Promise<number> {
+    this.#draining = true;
     const released = await Promise.all(this.relays.map((r) => r.stop(deadline)));
     return released.reduce((a, b) => a + b, 0);
   }

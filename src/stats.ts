@@ -1,5 +1,20 @@
-/** Counters of one queue's relay, read by the progress line and (later) the metrics endpoint. */
+/** Timings the counters cannot hold; the metrics module turns them into histograms. */
+export interface Observer {
+  handlerDone(seconds: number, outcome: string): void;
+  flushDone(
+    destination: string,
+    outcome: "delivered" | "failed" | "parked",
+    seconds: number,
+    records: number,
+    bytes: number,
+  ): void;
+}
+
+export const NO_OBSERVER: Observer = { handlerDone() {}, flushDone() {} };
+
+/** Counters of one queue's relay, read by the progress line and the metrics endpoint. */
 export interface RelayStats {
+  observer: Observer;
   received: number;
   duplicatesHeld: number;
   handled: number;
@@ -29,6 +44,7 @@ export interface RelayStats {
 
 export function newRelayStats(): RelayStats {
   return {
+    observer: NO_OBSERVER,
     received: 0,
     duplicatesHeld: 0,
     handled: 0,

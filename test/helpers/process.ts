@@ -11,6 +11,8 @@ const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
 export interface ServiceProcess {
   child: ChildProcess;
+  /** Raw stdout, for checks on what was logged. */
+  output(): string;
   /** Parsed pino lines so far. */
   logs: Record<string, unknown>[];
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -35,13 +37,17 @@ export function spawnService(
       OCTORELAY_CONFIG: file,
       OCTORELAY_HANDLERS_DIR: FIXTURE_HANDLERS,
       OCTORELAY_LOG_LEVEL: "info",
+      // Several processes may run at once: each ops server takes any free port.
+      OCTORELAY_METRICS_PORT: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];
   let partial = "";
+  let raw = "";
   child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    raw += chunk;
     const lines = (partial + chunk).split("\n");
     partial = lines.pop() ?? "";
     for (const line of lines) {
@@ -62,5 +68,5 @@ export function spawnService(
       resolve({ code, signal });
     });
   });
-  return { child, logs, exited };
+  return { child, logs, exited, output: () => raw };
 }
