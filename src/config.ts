@@ -503,6 +503,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
     throw new ConfigError([`cannot read config: ${(err as Error).message}`]);
   }
   if (options.overrides) root.load(options.overrides);
+  // Account names may hold dots ("globex.io"), which convict would read as key paths: take the
+  // entries out before validating, and validate each one on its own below.
+  const partnerAccounts =
+    (root.getProperties() as { partners?: { accounts?: unknown } }).partners?.accounts ?? {};
+  root.set("partners.accounts", {});
   problems.push(...convictProblems(root, ""));
   // With the top level invalid, queue entries are still checked, against the schema's own defaults.
   const rootValid = problems.length === 0;
@@ -591,10 +596,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   const partners = loadPartners(
     {
-      accounts: root.get("partners.accounts"),
+      accounts: partnerAccounts as Record<string, unknown>,
       file: root.get("partners.file"),
       park: root.get("partners.park"),
     },
+    queues.map((q) => q.dispatch.onOutage),
     dispatch,
     destination,
     problems,
@@ -625,6 +631,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
  */
 function loadPartners(
   section: { accounts: Record<string, unknown>; file: string; park: PartnersConfig["park"] },
+  queueOutages: DispatchConfig["onOutage"][],
   dispatch: DispatchConfig,
   destination: FlatDestination,
   problems: string[],
@@ -673,9 +680,11 @@ function loadPartners(
     });
   }
   const park = section.park;
-  const parks = [dispatch.onOutage, ...[...overrides.values()].map((o) => o.dispatch.onOutage)].includes(
-    "park",
-  );
+  const parks = [
+    dispatch.onOutage,
+    ...queueOutages,
+    ...[...overrides.values()].map((o) => o.dispatch.onOutage),
+  ].includes("park");
   if (
     parks &&
     !park.bucket &&

@@ -1,18 +1,10 @@
 import { BrokenCircuitError, CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen } from "cockatiel";
 import pLimit, { type LimitFunction } from "p-limit";
-import pThrottle from "p-throttle";
 import type { Logger } from "pino";
 import type { DispatchConfig } from "./config.ts";
 import type { Batch, Destination } from "./destinations/destination.ts";
 import { BreakerOpenError, DeliveryError } from "./errors.ts";
-
-/**
- * Sliding-window slack. The limiter controls when a request starts; the partner counts when it
- * arrives, and a busy event loop or a slow connection can delay one request more than the next.
- * Windows 10% + 50 ms longer than configured keep arrivals within the limit at ~90% of it.
- */
-const WINDOW_MARGIN = 1.1;
-const WINDOW_MARGIN_MS = 50;
+import { WindowLimiter } from "./rate-limiter.ts";
 
 export type PartnerLimits = Pick<DispatchConfig, "rateLimit" | "breaker" | "maxConcurrentFlushes">;
 
@@ -20,23 +12,21 @@ export type PartnerState = "active" | "idle" | "breaker-open" | "parked";
 
 /**
  * One partner account's limits, shared by every dispatcher of that account in this process (one per
- * queue): at most `maxConcurrentFlushes` flushes at once, at most `rateLimit` requests and records in
- * any window of `intervalMs` (a sliding window, p-throttle's strict mode), a circuit breaker
+ * queue): at most `maxConcurrentFlushes` flushes at once (p-limit), at most `rateLimit` requests and
+ * records in any window of `intervalMs` as the partner sees them (WindowLimiter), a circuit breaker
  * (cockatiel) that stops calling a failing partner and probes it after a cool-down, and Retry-After.
  */
 export class Partner {
   readonly account: string;
   readonly #log: Logger;
   readonly #concurrency: LimitFunction;
-  readonly #requests: (() => Promise<void>) | undefined;
-  readonly #records: ((n: number) => Promise<void>) | undefined;
+  readonly #requests: WindowLimiter | undefined;
+  readonly #records: WindowLimiter | undefined;
   readonly #breaker;
-  /** No call before this: Retry-After, and one window after start so a restart cannot double a window. */
+  /** No call before this: the partner's Retry-After. */
   #pausedUntilMs: number;
   /** Dispatchers of this account alive now, across queues. */
   dispatchers = 0;
-  buffered = 0;
-  oldestBufferedAtMs: number | undefined;
   parkedBatches = 0;
   lastError: { message: string; atMs: number } | undefined;
 
@@ -45,18 +35,14 @@ export class Partner {
     this.#log = deps.log;
     this.#concurrency = pLimit(limits.maxConcurrentFlushes);
     const { requests, records, intervalMs } = limits.rateLimit;
-    const interval = Math.ceil(intervalMs * WINDOW_MARGIN + WINDOW_MARGIN_MS);
-    this.#requests =
-      requests > 0 ? pThrottle({ limit: requests, interval, strict: true })(async () => {}) : undefined;
-    this.#records =
-      records > 0
-        ? pThrottle({ limit: records, interval, strict: true, weight: (n: number) => n })(
-            async (_n: number) => {},
-          )
-        : undefined;
-    this.#pausedUntilMs = requests > 0 || records > 0 ? deps.startedAtMs + interval : 0;
+    // Counted as full until start: what a previous process sent just before a restart still counts.
+    this.#requests = requests > 0 ? new WindowLimiter(requests, intervalMs, deps.startedAtMs) : undefined;
+    this.#records = records > 0 ? new WindowLimiter(records, intervalMs, deps.startedAtMs) : undefined;
+    this.#pausedUntilMs = 0;
     // A batch the partner refuses for good says nothing about the partner's health.
-    const countsAsFailure = (err: unknown) => !(err instanceof DeliveryError && !err.retryable);
+    // Nor does our own abort at shutdown.
+    const countsAsFailure = (err: unknown) =>
+      !(err instanceof DeliveryError && !err.retryable) && (err as Error | undefined)?.name !== "AbortError";
     this.#breaker = circuitBreaker(handleWhen(countsAsFailure), {
       halfOpenAfter: limits.breaker.cooldownMs,
       breaker: new ConsecutiveBreaker(limits.breaker.failures),
@@ -88,9 +74,19 @@ export class Partner {
       try {
         await this.#breaker.execute(async () => {
           await sleepUntil(this.#pausedUntilMs, signal);
-          await this.#requests?.();
-          await this.#records?.(batch.lines.length);
-          await destination.deliver(batch, signal);
+          signal.throwIfAborted();
+          // A request slot is held while records are awaited: conservative, never over either limit.
+          const requestDone = await this.#requests?.acquire(1, signal);
+          try {
+            const recordsDone = await this.#records?.acquire(batch.lines.length, signal);
+            try {
+              await destination.deliver(batch, signal);
+            } finally {
+              recordsDone?.();
+            }
+          } finally {
+            requestDone?.();
+          }
         });
         this.lastError = undefined;
       } catch (err) {

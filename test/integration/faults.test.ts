@@ -63,7 +63,8 @@ describe("destination failures", () => {
     service = await startService(
       emu,
       {
-        dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 400 },
+        // A short breaker cool-down: recovery is noticed within a fraction of a second.
+        dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 400, breaker: { failures: 5, cooldownMs: 300 } },
         destination: { bucket },
         queues: [
           {
