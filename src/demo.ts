@@ -18,6 +18,8 @@ import { createAwsClients } from "./aws-clients.ts";
 import { type Config, loadConfig, type QueueConfig, queueNameOf } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { createLogger } from "./logger.ts";
+import { Metrics } from "./metrics.ts";
+import { startOpsServer } from "./ops-server.ts";
 import type { Relay } from "./relay.ts";
 import { Service } from "./service.ts";
 import { onShutdownSignal } from "./shutdown.ts";
@@ -58,6 +60,13 @@ const log = createLogger(config.logLevel, { pretty: true });
 const clients = createAwsClients(config.aws);
 const urls = await createResources(clients.sqs, clients.s3, config.queues);
 const service = new Service({ ...clients, log }, config);
+const metrics = new Metrics(service, config.ops);
+metrics.instrument(clients.sqs, "sqs");
+metrics.instrument(clients.s3, "s3");
+// The ops endpoints are part of the tour; a busy port (another octorelay) just means a free one.
+const ops = await startOpsServer({ service, metrics, log }, config.ops).catch(() =>
+  startOpsServer({ service, metrics, log }, { ...config.ops, port: 0 }),
+);
 await service.start();
 
 const startedAtMs = Date.now();
@@ -66,7 +75,7 @@ const traffic = sendTraffic(clients.sqs, config.queues, urls).catch((err: unknow
   log.error({ err }, "demo traffic failed"),
 );
 const progress = setInterval(() => printProgress(false), 1000);
-const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs);
+const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs, () => ops.close());
 
 if (!args.forever) {
   await traffic;
