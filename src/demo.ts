@@ -7,12 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { CreateBucketCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
-import {
-  CreateQueueCommand,
-  GetQueueAttributesCommand,
-  SendMessageBatchCommand,
-  type SQSClient,
-} from "@aws-sdk/client-sqs";
+import { CreateQueueCommand, GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { startFauxqs } from "fauxqs";
 import { createAwsClients } from "./aws-clients.ts";
 import { type Config, loadConfig, type QueueConfig, queueNameOf } from "./config.ts";
@@ -21,6 +16,7 @@ import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { startOpsServer } from "./ops-server.ts";
 import type { Relay } from "./relay.ts";
+import { sendSampleTraffic } from "./sample-traffic.ts";
 import { Service } from "./service.ts";
 import { onShutdownSignal } from "./shutdown.ts";
 
@@ -71,9 +67,13 @@ await service.start();
 
 const startedAtMs = Date.now();
 let sent = 0;
-const traffic = sendTraffic(clients.sqs, config.queues, urls).catch((err: unknown) =>
-  log.error({ err }, "demo traffic failed"),
-);
+const traffic = sendSampleTraffic(clients.sqs, config.queues, urls, {
+  messages: totalMessages,
+  accounts: accountCount,
+  onSent: (n) => {
+    sent += n;
+  },
+}).catch((err: unknown) => log.error({ err }, "demo traffic failed"));
 const progress = setInterval(() => printProgress(false), 1000);
 const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs, () => ops.close());
 
@@ -115,71 +115,6 @@ async function createResources(
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
   }
   return urls;
-}
-
-/** A Zipf-like pick: a few accounts get most of the traffic, as with real partners. */
-function pickAccount(prefix: string): string {
-  const rank = Math.floor(accountCount ** Math.random());
-  return `${prefix}-${String(rank).padStart(4, "0")}`;
-}
-
-/** A sample body for a queue, shaped for the handler the sample config gives it. */
-function sampleBody(handler: string, n: number): string {
-  if (handler.endsWith("order-events.ts")) {
-    const affiliates = n % 3 === 0 ? [{ account: pickAccount("affiliate"), rate: 0.05 }] : [];
-    return JSON.stringify({
-      orderId: `o-${n}`,
-      merchant: pickAccount("merchant"),
-      total: Math.round(Math.random() * 50_000) / 100,
-      currency: "EUR",
-      affiliates,
-      test: n % 50 === 0,
-    });
-  }
-  if (handler.endsWith("click-filter.ts")) {
-    const bot = n % 10 === 0;
-    return JSON.stringify({
-      type: n % 7 === 0 ? "pageview" : "click",
-      partner: pickAccount("adnet"),
-      campaign: `c-${n % 40}`,
-      userAgent: bot ? "Googlebot/2.1" : "Mozilla/5.0",
-      ts: Date.now(),
-    });
-  }
-  // One in a thousand is not JSON, to show the dead-letter path.
-  if (n % 1000 === 999) return "{this is not json";
-  return JSON.stringify({ account: pickAccount("partner"), event: "signup", n });
-}
-
-async function sendTraffic(sqs: SQSClient, queues: QueueConfig[], urls: Map<string, string>): Promise<void> {
-  // Batches of 10, round-robin over the queues so they fill together; 8 senders in parallel.
-  const batches: { url: string; handler: string; from: number; count: number }[] = [];
-  for (let planned = 0, from = 0; planned < totalMessages; from += 10) {
-    for (const q of queues) {
-      const count = Math.min(10, totalMessages - planned);
-      if (count <= 0) break;
-      batches.push({ url: urls.get(q.name) as string, handler: q.handlerPath, from, count });
-      planned += count;
-    }
-  }
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 8 }, async () => {
-      for (let batch = batches[next++]; batch; batch = batches[next++]) {
-        const { url, handler, from, count } = batch;
-        await sqs.send(
-          new SendMessageBatchCommand({
-            QueueUrl: url,
-            Entries: Array.from({ length: count }, (_, i) => ({
-              Id: String(i),
-              MessageBody: sampleBody(handler, from + i),
-            })),
-          }),
-        );
-        sent += count;
-      }
-    }),
-  );
 }
 
 /** Every message sent has been deleted (delivered, filtered out or dead-lettered). */
