@@ -64,7 +64,12 @@ describe("destination failures", () => {
       emu,
       {
         // A short breaker cool-down: recovery is noticed within a fraction of a second.
-        dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 400, breaker: { failures: 5, cooldownMs: 300 } },
+        dispatch: {
+          flushIntervalMs: 100,
+          retryBaseMs: 50,
+          retryMaxMs: 400,
+          breaker: { failures: 5, cooldownMs: 300 },
+        },
         destination: { bucket },
         queues: [
           {
