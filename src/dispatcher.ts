@@ -5,6 +5,7 @@ import type { DispatchConfig } from "./config.ts";
 import type { Batch, Destination } from "./destinations/destination.ts";
 import { BreakerOpenError, DeliveryError } from "./errors.ts";
 import type { Partner } from "./partner.ts";
+import { sleep } from "./sleep.ts";
 import type { RelayStats } from "./stats.ts";
 
 /** One output waiting for delivery, with whatever the caller needs to acknowledge it afterwards. */
@@ -297,18 +298,4 @@ export class Dispatcher<T> {
       }
     }
   }
-}
-
-/** setTimeout as a promise that an abort cuts short (fake-timer friendly, unlike timers/promises). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -5,6 +5,7 @@ import type { DispatchConfig } from "./config.ts";
 import type { Batch, Destination } from "./destinations/destination.ts";
 import { BreakerOpenError, DeliveryError } from "./errors.ts";
 import { WindowLimiter } from "./rate-limiter.ts";
+import { sleep } from "./sleep.ts";
 
 export type PartnerLimits = Pick<DispatchConfig, "rateLimit" | "breaker" | "maxConcurrentFlushes">;
 
@@ -73,7 +74,7 @@ export class Partner {
     return this.#concurrency(async () => {
       try {
         await this.#breaker.execute(async () => {
-          await sleepUntil(this.#pausedUntilMs, signal);
+          await sleep(this.#pausedUntilMs - Date.now(), signal);
           signal.throwIfAborted();
           // A request slot is held while records are awaited: conservative, never over either limit.
           const requestDone = await this.#requests?.acquire(1, signal);
@@ -99,18 +100,4 @@ export class Partner {
       }
     });
   }
-}
-
-function sleepUntil(atMs: number, signal: AbortSignal): Promise<void> {
-  const ms = atMs - Date.now();
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -24,7 +24,7 @@ export interface RelayDeps {
 }
 
 /**
- * One queue, wired end to end: poller → handler pool → router → dispatchers → S3, with the acker
+ * One queue, wired end to end: poller → handler pool → router → dispatchers → destinations, with the acker
  * deleting each message once everything it produced is delivered.
  */
 export class Relay {
