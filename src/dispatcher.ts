@@ -20,6 +20,7 @@ export interface DispatcherDeps<T> {
   partner: Pick<Partner, "deliver">;
   /** Where batches go when given up on and the profile says "park"; durable, so they count as delivered. */
   park: Destination;
+  /** The queue's logger; the dispatcher binds its account to it when it first logs. */
   log: Logger;
   stats: RelayStats;
   /** The records of a batch are durably delivered. */
@@ -37,9 +38,11 @@ export interface DispatcherDeps<T> {
   onParked?(batch: Batch): void;
 }
 
-export interface DispatcherOptions extends DispatchConfig {
+export interface DispatcherOptions {
   queue: string;
   account: string;
+  /** Shared by every dispatcher with the same profile; never copied per dispatcher. */
+  dispatch: DispatchConfig;
 }
 
 /**
@@ -51,7 +54,9 @@ export interface DispatcherOptions extends DispatchConfig {
 export class Dispatcher<T> {
   readonly account: string;
   readonly #deps: DispatcherDeps<T>;
-  readonly #options: DispatcherOptions;
+  readonly #queue: string;
+  readonly #options: DispatchConfig;
+  #log: Logger | undefined;
   readonly #abort = new AbortController();
   #buffer: DispatchRecord<T>[] = [];
   #bufferedBytes = 0;
@@ -66,7 +71,8 @@ export class Dispatcher<T> {
 
   constructor(deps: DispatcherDeps<T>, options: DispatcherOptions) {
     this.#deps = deps;
-    this.#options = options;
+    this.#queue = options.queue;
+    this.#options = options.dispatch;
     this.account = options.account;
     this.#arm();
   }
@@ -104,6 +110,12 @@ export class Dispatcher<T> {
     this.#bufferedBytes += Buffer.byteLength(record.line);
     this.#emptyTicks = 0;
     if (this.#full()) this.#cut();
+  }
+
+  /** Created on first use: most dispatchers never log, and there may be tens of thousands of them. */
+  #logger(): Logger {
+    this.#log ??= this.#deps.log.child({ component: "dispatcher", account: this.account });
+    return this.#log;
   }
 
   /** Sends everything buffered now and resolves when nothing is buffered or in flight (shutdown). */
@@ -169,7 +181,7 @@ export class Dispatcher<T> {
     this.#oldestBufferedAtMs = this.#buffer.length > 0 ? Date.now() : undefined;
     const createdAt = new Date();
     const batch: Batch = {
-      queue: this.#options.queue,
+      queue: this.#queue,
       account: this.account,
       batchId: `${createdAt.toISOString().replace(/[-:.TZ]/g, "")}-${randomBytes(6).toString("hex")}`,
       createdAt,
@@ -193,7 +205,7 @@ export class Dispatcher<T> {
    * when the profile says so (the messages are then done), else release them to SQS.
    */
   async #giveUp(batch: Batch, tickets: T[], error: DeliveryError): Promise<void> {
-    const log = this.#deps.log;
+    const log = this.#logger();
     this.#deps.destination.forget?.(batch.batchId);
     if (this.#options.onOutage === "park") {
       for (let attempt = 1; attempt <= 5 && !this.#abort.signal.aborted; attempt++) {
@@ -226,7 +238,7 @@ export class Dispatcher<T> {
 
   /** Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. */
   async #deliver(batch: Batch, tickets: T[]): Promise<void> {
-    const log = this.#deps.log;
+    const log = this.#logger();
     let failingSinceMs: number | undefined;
     for (let attempt = 1; ; attempt++) {
       if (this.#abort.signal.aborted) {

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import {
   type DispatchConfig,
   type FlatDestination,
+  type PartnerOverride,
   type PartnersConfig,
   type QueueConfig,
   toDestination,
@@ -39,6 +40,7 @@ export class PartnerDirectory {
   readonly #destinations = new Map<string, Destination>();
   readonly #config: PartnersConfig;
   readonly #startedAtMs = Date.now();
+  readonly #queueProfiles = new WeakMap<QueueConfig, Profile>();
   readonly park: S3Destination;
 
   constructor(deps: PartnerDirectoryDeps, config: { dispatch: DispatchConfig; partners: PartnersConfig }) {
@@ -63,11 +65,7 @@ export class PartnerDirectory {
     let partner = this.#partners.get(account);
     if (!partner) {
       const limits = merge(this.#defaults, this.#config.overrides.get(account)?.dispatch);
-      partner = new Partner(
-        { log: this.#deps.log.child({ component: "partner", account }), startedAtMs: this.#startedAtMs },
-        account,
-        limits,
-      );
+      partner = new Partner({ log: this.#deps.log, startedAtMs: this.#startedAtMs }, account, limits);
       this.#partners.set(account, partner);
     }
     return partner;
@@ -83,6 +81,19 @@ export class PartnerDirectory {
 
   profile(queue: QueueConfig, account: string): Profile {
     const override = this.#config.overrides.get(account);
+    if (!override) {
+      // Most accounts have no entry of their own: one shared profile per queue.
+      let shared = this.#queueProfiles.get(queue);
+      if (!shared) {
+        shared = this.#resolve(queue, undefined);
+        this.#queueProfiles.set(queue, shared);
+      }
+      return shared;
+    }
+    return this.#resolve(queue, override);
+  }
+
+  #resolve(queue: QueueConfig, override: PartnerOverride | undefined): Profile {
     const dispatch = merge(queue.dispatch, override?.dispatch);
     // A batch larger than the records limit could never be sent.
     if (dispatch.rateLimit.records > 0)

@@ -223,6 +223,11 @@ export class Relay {
    */
   #overShare(router: Router<Ticket>, outputs: { account: string }[]): string | undefined {
     const share = Math.max(1, Math.floor(this.options.maxUnacked * this.options.partnerShare));
+    const only = outputs.length === 1 ? outputs[0] : undefined;
+    if (only) {
+      const held = router.held(only.account);
+      return held > 0 && held + 1 > share ? only.account : undefined;
+    }
     const adding = new Map<string, number>();
     for (const o of outputs) adding.set(o.account, (adding.get(o.account) ?? 0) + 1);
     for (const [account, n] of adding) {

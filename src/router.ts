@@ -81,8 +81,8 @@ export class Router<T> {
     this.#deps.stats.dispatchersSpawned++;
     const route = this.#deps.resolve(account);
     route.partner.dispatchers++;
-    const log = this.#deps.log.child({ component: "dispatcher", account });
-    log.debug("dispatcher spawned");
+    const log = this.#deps.log;
+    log.debug({ component: "dispatcher", account }, "dispatcher spawned");
     return new Dispatcher<T>(
       {
         destination: route.destination,
@@ -97,11 +97,11 @@ export class Router<T> {
         onStopped: (stopped) => {
           if (this.#dispatchers.get(account) === stopped) this.#dispatchers.delete(account);
           route.partner.dispatchers--;
-          log.debug("dispatcher stopped");
+          log.debug({ component: "dispatcher", account }, "dispatcher stopped");
           this.#deps.onForgotten?.(account);
         },
       },
-      { ...route.dispatch, queue: this.#queue, account },
+      { queue: this.#queue, account, dispatch: route.dispatch },
     );
   }
 }

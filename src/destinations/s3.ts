@@ -1,11 +1,12 @@
 import { promisify } from "node:util";
-import { gzip as gzipCallback } from "node:zlib";
+import { gzip as gzipCallback, gzipSync } from "node:zlib";
 import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import type { S3DestinationConfig } from "../config.ts";
 import { DeliveryError } from "../errors.ts";
 import { type Batch, type Destination, renderTarget } from "./destination.ts";
 
 const gzip = promisify(gzipCallback);
+const SYNC_GZIP_BELOW_BYTES = 64 * 1024;
 
 /** One object per batch: gzip NDJSON under a key built from the template, in a bucket that may be per partner. */
 export class S3Destination implements Destination {
@@ -27,9 +28,20 @@ export class S3Destination implements Destination {
     return renderKey(this.#options.keyTemplate, batch);
   }
 
-  async deliver(batch: Batch, signal: AbortSignal): Promise<void> {
+  /**
+   * No abort signal is passed to the SDK (calls with per-call options skip its middleware cache);
+   * a write still running when its dispatcher gives up simply completes, and the released messages
+   * come back as duplicates, never as a loss.
+   */
+  async deliver(batch: Batch, _signal: AbortSignal): Promise<void> {
     const text = batch.lines.join("");
-    const body = this.#options.gzip ? await gzip(text) : Buffer.from(text);
+    // Most batches are a few KB: zlib's thread pool costs more per call (~0.4 ms CPU) than
+    // compressing them right here (~30 µs). Large ones still go to the pool.
+    const body = !this.#options.gzip
+      ? Buffer.from(text)
+      : batch.bytes < SYNC_GZIP_BELOW_BYTES
+        ? gzipSync(text)
+        : await gzip(text);
     const bucket = this.bucketFor(batch);
     const sse = this.#options.serverSideEncryption;
     try {
@@ -44,7 +56,6 @@ export class S3Destination implements Destination {
           ...(sse === "aws:kms" && this.#options.kmsKeyId ? { SSEKMSKeyId: this.#options.kmsKeyId } : {}),
           Metadata: { records: String(batch.lines.length), queue: batch.queue, account: batch.account },
         }),
-        { abortSignal: signal },
       );
     } catch (err) {
       const code = (err as Error).name;

@@ -28,7 +28,8 @@ export class SqsDestination implements Destination {
     return renderTarget(this.#options.queueUrl, batch, (s) => s.replace(/[^A-Za-z0-9_-]/g, "-"));
   }
 
-  async deliver(batch: Batch, signal: AbortSignal): Promise<void> {
+  /** No abort signal to the SDK, so its cached middleware serves these calls (see S3Destination). */
+  async deliver(batch: Batch, _signal: AbortSignal): Promise<void> {
     const queueUrl = this.queueUrlFor(batch);
     const sent = this.#sent.get(batch.batchId) ?? new Set<number>();
     this.#sent.set(batch.batchId, sent);
@@ -41,7 +42,6 @@ export class SqsDestination implements Destination {
             QueueUrl: queueUrl,
             Entries: chunk.map((i) => ({ Id: String(i), MessageBody: (batch.lines[i] as string).trimEnd() })),
           }),
-          { abortSignal: signal },
         );
         for (const ok of out.Successful ?? []) sent.add(Number(ok.Id));
         for (const f of out.Failed ?? []) {

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DispatchConfig } from "../../src/config.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { renderKey } from "../../src/destinations/s3.ts";
-import { Dispatcher, type DispatcherDeps, type DispatcherOptions } from "../../src/dispatcher.ts";
+import { Dispatcher, type DispatcherDeps } from "../../src/dispatcher.ts";
 import { DeliveryError } from "../../src/errors.ts";
 import { Router } from "../../src/router.ts";
 import { newRelayStats, type RelayStats } from "../../src/stats.ts";
@@ -68,9 +68,7 @@ class FakeDestination implements Destination {
   }
 }
 
-const baseOptions: DispatcherOptions = {
-  queue: "orders",
-  account: "acme",
+const baseOptions: DispatchConfig = {
   flushIntervalMs: 1000,
   maxRecords: 3,
   maxBytes: 1_000_000,
@@ -93,7 +91,7 @@ const unlimited = {
 
 const line = (n: number) => `${JSON.stringify({ n })}\n`;
 
-function setup(options: Partial<DispatcherOptions> = {}, destination = new FakeDestination()) {
+function setup(options: Partial<DispatchConfig> = {}, destination = new FakeDestination()) {
   const stats: RelayStats = newRelayStats();
   const delivered: number[][] = [];
   const onDelivered = vi.fn((tickets: number[]) => {
@@ -114,7 +112,7 @@ function setup(options: Partial<DispatcherOptions> = {}, destination = new FakeD
       onAbandoned,
       onStopped,
     },
-    { ...baseOptions, ...options },
+    { queue: "orders", account: "acme", dispatch: { ...baseOptions, ...options } },
   );
   const add = (...tickets: number[]) => {
     for (const t of tickets) dispatcher.add({ line: line(t), ticket: t });
