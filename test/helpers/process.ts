@@ -9,6 +9,15 @@ import { FIXTURE_HANDLERS } from "./service.ts";
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
+/** Every child still running; a test that times out must not leave a service behind it. */
+const running = new Set<ChildProcess>();
+process.once("exit", killAllServices);
+
+/** SIGKILLs every service process a test left running (afterAll of files that spawn them). */
+export function killAllServices(): void {
+  for (const child of running) child.kill("SIGKILL");
+}
+
 export interface ServiceProcess {
   child: ChildProcess;
   /** Raw stdout, for checks on what was logged. */
@@ -62,8 +71,10 @@ export function spawnService(
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
     stderr += chunk;
   });
+  running.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on("exit", (code, signal) => {
+      running.delete(child);
       if (stderr.trim()) logs.push({ msg: "stderr", stderr });
       resolve({ code, signal });
     });

@@ -20,7 +20,7 @@ import {
 } from "../helpers/emulator.ts";
 import { account, report } from "../helpers/figures.ts";
 import { type PartnerServer, startPartnerServer } from "../helpers/partner-server.ts";
-import { spawnService } from "../helpers/process.ts";
+import { killAllServices, spawnService } from "../helpers/process.ts";
 import { sampleHandler, startService } from "../helpers/service.ts";
 
 let emu: Emulator;
@@ -32,6 +32,7 @@ beforeAll(async () => {
   emu = await startEmulator();
 });
 afterAll(async () => {
+  killAllServices();
   channel.close();
   await emu.stop();
 });

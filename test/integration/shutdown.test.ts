@@ -12,7 +12,7 @@ import {
 } from "../helpers/emulator.ts";
 import { startFaultProxy } from "../helpers/fault-proxy.ts";
 import { account, report } from "../helpers/figures.ts";
-import { spawnService } from "../helpers/process.ts";
+import { killAllServices, spawnService } from "../helpers/process.ts";
 
 let emu: Emulator;
 
@@ -20,6 +20,7 @@ beforeAll(async () => {
   emu = await startEmulator();
 });
 afterAll(async () => {
+  killAllServices();
   await emu.stop();
 });
 
