@@ -8,6 +8,10 @@ import type { Partner } from "./partner.ts";
 import { sleep } from "./sleep.ts";
 import type { RelayStats } from "./stats.ts";
 
+/** Batch ids: time, then a random id per process and a counter, unique without a random draw per batch. */
+const PROCESS_ID = randomBytes(4).toString("hex");
+let batchCounter = 0;
+
 /** One output waiting for delivery, with whatever the caller needs to acknowledge it afterwards. */
 export interface DispatchRecord<T> {
   line: string;
@@ -178,12 +182,14 @@ export class Dispatcher<T> {
     }
     const records = this.#buffer.splice(0, count);
     this.#bufferedBytes -= bytes;
-    this.#oldestBufferedAtMs = this.#buffer.length > 0 ? Date.now() : undefined;
+    // What stays was buffered no later than the oldest record cut: keeping that time overstates its
+    // age a little, which is the safe side for "how long has this partner been waiting".
+    if (this.#buffer.length === 0) this.#oldestBufferedAtMs = undefined;
     const createdAt = new Date();
     const batch: Batch = {
       queue: this.#queue,
       account: this.account,
-      batchId: `${createdAt.toISOString().replace(/[-:.TZ]/g, "")}-${randomBytes(6).toString("hex")}`,
+      batchId: `${createdAt.toISOString().replace(/[-:.TZ]/g, "")}-${PROCESS_ID}-${(++batchCounter).toString(36)}`,
       createdAt,
       lines: records.map((r) => r.line),
       bytes,

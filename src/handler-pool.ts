@@ -135,12 +135,7 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     }
   }
 
-  /**
-   * The worker enforces the handler timeout itself (piscina's per-task abort would allow only one
-   * task per thread). A handler that blocks its thread past the timeout plus a grace period cannot
-   * be stopped from inside, so the whole pool is replaced: its threads are terminated and their
-   * messages retried, the queue's other handlers carry on in the fresh pool.
-   */
+  /** Runs one task and reports how long it took and how it ended. */
   async #execute(task: HandlerTask): Promise<HandlerOutcome> {
     const startedMs = performance.now();
     const outcome = await this.#run(task);
@@ -148,6 +143,12 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     return outcome;
   }
 
+  /**
+   * The worker enforces the handler timeout itself (piscina's per-task abort would allow only one
+   * task per thread). A handler that blocks its thread past the timeout plus a grace period cannot
+   * be stopped from inside, so the whole pool is replaced: its threads are terminated and their
+   * messages retried, the queue's other handlers carry on in the fresh pool.
+   */
   async #run(task: HandlerTask): Promise<HandlerOutcome> {
     const piscina = this.#piscina;
     let hardTimer: NodeJS.Timeout | undefined;
