@@ -7,6 +7,7 @@ import { BreakerOpenError, DeliveryError } from "./errors.ts";
 import type { Partner } from "./partner.ts";
 import { sleep } from "./sleep.ts";
 import type { RelayStats } from "./stats.ts";
+import type { TickWheel } from "./tick-wheel.ts";
 
 /** Batch ids: time, then a random id per process and a counter, unique without a random draw per batch. */
 const PROCESS_ID = randomBytes(4).toString("hex");
@@ -18,14 +19,14 @@ export interface DispatchRecord<T> {
   ticket: T;
 }
 
+/** Shared by all dispatchers of a queue: per-account parts are in DispatcherOptions. */
 export interface DispatcherDeps<T> {
-  destination: Destination;
-  /** The account's shared limits and breaker; every delivery goes through it. */
-  partner: Pick<Partner, "deliver">;
   /** Where batches go when given up on and the profile says "park"; durable, so they count as delivered. */
   park: Destination;
   /** The queue's logger; the dispatcher binds its account to it when it first logs. */
   log: Logger;
+  /** Shared timer for the flush ticks; without one, each dispatcher keeps its own. */
+  ticker?: TickWheel;
   stats: RelayStats;
   /** The records of a batch are durably delivered. */
   onDelivered(tickets: T[]): void;
@@ -47,6 +48,9 @@ export interface DispatcherOptions {
   account: string;
   /** Shared by every dispatcher with the same profile; never copied per dispatcher. */
   dispatch: DispatchConfig;
+  destination: Destination;
+  /** The account's shared limits and breaker; every delivery goes through it. */
+  partner: Pick<Partner, "deliver">;
 }
 
 /**
@@ -60,25 +64,33 @@ export class Dispatcher<T> {
   readonly #deps: DispatcherDeps<T>;
   readonly #queue: string;
   readonly #options: DispatchConfig;
+  readonly #destination: Destination;
+  readonly #partner: Pick<Partner, "deliver">;
   #log: Logger | undefined;
-  readonly #abort = new AbortController();
+  /** Aborts the flights in progress at shutdown; exists only while something is in flight. */
+  #abort: AbortController | undefined;
   #buffer: DispatchRecord<T>[] = [];
   #bufferedBytes = 0;
   #inFlight = 0;
   #inFlightRecords = 0;
   #emptyTicks = 0;
+  /** Own timer, or the slot on the shared ticker. */
   #timer: NodeJS.Timeout | undefined;
+  #slot = -1;
   #stopped = false;
   #oldestBufferedAtMs: number | undefined;
   #lastError: string | undefined;
-  #drained: (() => void)[] = [];
+  #drained: (() => void)[] | undefined;
 
   constructor(deps: DispatcherDeps<T>, options: DispatcherOptions) {
     this.#deps = deps;
     this.#queue = options.queue;
     this.#options = options.dispatch;
+    this.#destination = options.destination;
+    this.#partner = options.partner;
     this.account = options.account;
-    this.#arm();
+    if (deps.ticker) this.#slot = deps.ticker.add(this, this.#options.flushIntervalMs);
+    else this.#arm();
   }
 
   get buffered(): number {
@@ -126,12 +138,14 @@ export class Dispatcher<T> {
   drain(): Promise<void> {
     while (this.#buffer.length > 0 && this.#inFlight < this.#options.maxConcurrentFlushes) this.#cut();
     if (this.#buffer.length === 0 && this.#inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#drained.push(resolve));
+    this.#drained ??= [];
+    const drained = this.#drained;
+    return new Promise((resolve) => drained.push(resolve));
   }
 
   /** Gives up on everything buffered or being retried (shutdown deadline) and stops. */
   abandon(): void {
-    this.#abort.abort();
+    this.#abort?.abort();
     const tickets = this.#buffer.map((r) => r.ticket);
     this.#buffer = [];
     this.#bufferedBytes = 0;
@@ -144,10 +158,11 @@ export class Dispatcher<T> {
   }
 
   #arm(): void {
-    this.#timer = setTimeout(() => this.#tick(), this.#options.flushIntervalMs);
+    this.#timer = setTimeout(() => this.tick(), this.#options.flushIntervalMs);
   }
 
-  #tick(): void {
+  /** A flush tick: every flushIntervalMs, from the shared ticker or the dispatcher's own timer. */
+  tick(): void {
     if (this.#stopped) return;
     if (this.#buffer.length === 0 && this.#inFlight === 0) {
       this.#emptyTicks++;
@@ -159,13 +174,14 @@ export class Dispatcher<T> {
       this.#emptyTicks = 0;
       while (this.#buffer.length > 0 && this.#inFlight < this.#options.maxConcurrentFlushes) this.#cut();
     }
-    this.#arm();
+    if (!this.#deps.ticker) this.#arm();
   }
 
   #stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    if (this.#deps.ticker) this.#deps.ticker.remove(this, this.#options.flushIntervalMs, this.#slot);
+    else clearTimeout(this.#timer);
     this.#deps.onStopped(this);
   }
 
@@ -180,7 +196,10 @@ export class Dispatcher<T> {
       bytes += size;
       count++;
     }
-    const records = this.#buffer.splice(0, count);
+    // Taking the whole buffer (the usual case) swaps in a fresh array: no copy, and an idle
+    // dispatcher does not keep a grown backing store.
+    const records = count === this.#buffer.length ? this.#buffer : this.#buffer.splice(0, count);
+    if (records === this.#buffer) this.#buffer = [];
     this.#bufferedBytes -= bytes;
     // What stays was buffered no later than the oldest record cut: keeping that time overstates its
     // age a little, which is the safe side for "how long has this partner been waiting".
@@ -194,15 +213,21 @@ export class Dispatcher<T> {
       lines: records.map((r) => r.line),
       bytes,
     };
+    this.#abort ??= new AbortController();
+    const signal = this.#abort.signal;
     this.#inFlight++;
     void this.#deliver(
       batch,
       records.map((r) => r.ticket),
+      signal,
     ).finally(() => {
       this.#inFlight--;
-      if (this.#full() || (this.#drained.length > 0 && this.#buffer.length > 0)) this.#cut();
-      if (this.#buffer.length === 0 && this.#inFlight === 0)
-        for (const resolve of this.#drained.splice(0)) resolve();
+      if (this.#inFlight === 0 && !signal.aborted) this.#abort = undefined;
+      if (this.#full() || (this.#drained && this.#buffer.length > 0)) this.#cut();
+      if (this.#buffer.length === 0 && this.#inFlight === 0 && this.#drained) {
+        for (const resolve of this.#drained) resolve();
+        this.#drained = undefined;
+      }
     });
   }
 
@@ -210,13 +235,13 @@ export class Dispatcher<T> {
    * The partner has failed (or its breaker has been open) for giveUpAfterMs: park the batch in S3
    * when the profile says so (the messages are then done), else release them to SQS.
    */
-  async #giveUp(batch: Batch, tickets: T[], error: DeliveryError): Promise<void> {
+  async #giveUp(batch: Batch, tickets: T[], error: DeliveryError, signal: AbortSignal): Promise<void> {
     const log = this.#logger();
-    this.#deps.destination.forget?.(batch.batchId);
+    this.#destination.forget?.(batch.batchId);
     if (this.#options.onOutage === "park") {
-      for (let attempt = 1; attempt <= 5 && !this.#abort.signal.aborted; attempt++) {
+      for (let attempt = 1; attempt <= 5 && !signal.aborted; attempt++) {
         try {
-          await this.#deps.park.deliver(batch, this.#abort.signal);
+          await this.#deps.park.deliver(batch, signal);
           this.#deps.stats.parkedRecords += tickets.length;
           this.#deps.stats.observer.flushDone("park", "parked", 0, batch.lines.length, batch.bytes);
           this.#deps.onParked?.(batch);
@@ -228,10 +253,7 @@ export class Dispatcher<T> {
           return;
         } catch (err) {
           log.error({ err, batchId: batch.batchId, attempt }, "could not park the batch");
-          await sleep(
-            backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs),
-            this.#abort.signal,
-          );
+          await sleep(backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs), signal);
         }
       }
     }
@@ -239,23 +261,23 @@ export class Dispatcher<T> {
       { err: error, batchId: batch.batchId, records: tickets.length },
       "partner still failing after giveUpAfterMs; releasing the batch's messages to SQS",
     );
-    this.#deps.onAbandoned(tickets, this.#abort.signal.aborted ? "stopping" : "giving-up");
+    this.#deps.onAbandoned(tickets, signal.aborted ? "stopping" : "giving-up");
   }
 
   /** Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. */
-  async #deliver(batch: Batch, tickets: T[]): Promise<void> {
+  async #deliver(batch: Batch, tickets: T[], signal: AbortSignal): Promise<void> {
     const log = this.#logger();
     let failingSinceMs: number | undefined;
     for (let attempt = 1; ; attempt++) {
-      if (this.#abort.signal.aborted) {
+      if (signal.aborted) {
         this.#deps.onAbandoned(tickets, "stopping");
         return;
       }
       const startedMs = performance.now();
       try {
-        await this.#deps.partner.deliver(this.#deps.destination, batch, this.#abort.signal);
+        await this.#partner.deliver(this.#destination, batch, signal);
         this.#deps.stats.observer.flushDone(
-          this.#deps.destination.kind,
+          this.#destination.kind,
           "delivered",
           (performance.now() - startedMs) / 1000,
           batch.lines.length,
@@ -272,7 +294,7 @@ export class Dispatcher<T> {
         if (!breakerOpen) {
           this.#deps.stats.flushFailures++;
           this.#deps.stats.observer.flushDone(
-            this.#deps.destination.kind,
+            this.#destination.kind,
             "failed",
             (performance.now() - startedMs) / 1000,
             batch.lines.length,
@@ -284,7 +306,7 @@ export class Dispatcher<T> {
             ? err
             : new DeliveryError(
                 (err as Error).message,
-                { destination: this.#deps.destination.kind, account: this.account, retryable: true },
+                { destination: this.#destination.kind, account: this.account, retryable: true },
                 { cause: err },
               );
         this.#lastError = error.message;
@@ -298,7 +320,7 @@ export class Dispatcher<T> {
         }
         failingSinceMs ??= Date.now();
         if (Date.now() - failingSinceMs >= this.#options.giveUpAfterMs) {
-          await this.#giveUp(batch, tickets, error);
+          await this.#giveUp(batch, tickets, error, signal);
           return;
         }
         const delayMs = Math.max(
@@ -312,7 +334,7 @@ export class Dispatcher<T> {
             "flush failed; retrying",
           );
         }
-        await sleep(delayMs, this.#abort.signal);
+        await sleep(delayMs, signal);
       }
     }
   }

@@ -71,10 +71,22 @@ export class PartnerDirectory {
     return partner;
   }
 
-  /** Forgets an account with nothing alive and nothing to remember (closed breaker, no parked batches). */
-  release(account: string): void {
+  /** A dispatcher of this account starts: it shares the account's partner. */
+  attach(account: string): Partner {
+    const partner = this.partner(account);
+    partner.dispatchers++;
+    return partner;
+  }
+
+  /**
+   * A dispatcher of this account stopped. With none left and nothing to remember (no open breaker,
+   * no parked batches, no recent error), the partner is forgotten too: memory follows active accounts.
+   */
+  detach(account: string): void {
     const partner = this.#partners.get(account);
-    if (partner && partner.dispatchers === 0 && partner.state() === "idle" && !partner.lastError) {
+    if (!partner) return;
+    partner.dispatchers--;
+    if (partner.dispatchers === 0 && partner.state() === "idle" && !partner.lastError) {
       this.#partners.delete(account);
     }
   }

@@ -114,12 +114,12 @@ export class Relay {
     const deadLetter = new DeadLetter({ sqs, log, stats: this.stats }, { queue: o.name, deadLetterQueueUrl });
     const router = new Router<Ticket>(
       {
-        resolve: (account) => ({ ...partners.profile(o, account), partner: partners.partner(account) }),
+        resolve: (account) => ({ ...partners.profile(o, account), partner: partners.attach(account) }),
         park: partners.park,
         onParked: (batch) => {
           partners.partner(batch.account).parkedBatches++;
         },
-        onForgotten: (account) => partners.release(account),
+        onForgotten: (account) => partners.detach(account),
         log,
         stats: this.stats,
         onDelivered: (tickets) => {

@@ -4,17 +4,22 @@ import type { Destination } from "./destinations/destination.ts";
 import { Dispatcher, type DispatcherDeps } from "./dispatcher.ts";
 import type { Partner } from "./partner.ts";
 import type { RelayStats } from "./stats.ts";
+import { TickWheel } from "./tick-wheel.ts";
 
 /** What a dispatcher for one account runs with: its profile and its partner's shared limits. */
 export interface AccountRoute {
   dispatch: DispatchConfig;
   destination: Destination;
-  partner: Pick<Partner, "deliver" | "dispatchers">;
+  partner: Pick<Partner, "deliver">;
 }
 
 export interface RouterDeps<T> {
   /** The account's profile and partner; asked once per dispatcher spawned. */
   resolve(account: string): AccountRoute;
+  /** The dispatchers' shared flush timer (default: a TickWheel); null gives each its own timer. */
+  ticker?: TickWheel | null;
+  /** An account's dispatcher stopped (after empty flushes or at shutdown): pairs with `resolve`. */
+  onForgotten?(account: string): void;
   park: Destination;
   log: Logger;
   stats: RelayStats;
@@ -22,8 +27,6 @@ export interface RouterDeps<T> {
   onRejected: DispatcherDeps<T>["onRejected"];
   onAbandoned: DispatcherDeps<T>["onAbandoned"];
   onParked?: DispatcherDeps<T>["onParked"];
-  /** An account's dispatcher stopped (after empty flushes or at shutdown). */
-  onForgotten?(account: string): void;
 }
 
 /**
@@ -34,10 +37,31 @@ export class Router<T> {
   readonly #deps: RouterDeps<T>;
   readonly #queue: string;
   readonly #dispatchers = new Map<string, Dispatcher<T>>();
+  /** One deps object for all of this queue's dispatchers: per-account parts go in their options. */
+  readonly #dispatcherDeps: DispatcherDeps<T>;
 
   constructor(deps: RouterDeps<T>, options: { queue: string }) {
     this.#deps = deps;
     this.#queue = options.queue;
+    this.#dispatcherDeps = {
+      park: deps.park,
+      log: deps.log,
+      stats: deps.stats,
+      onDelivered: deps.onDelivered,
+      onRejected: deps.onRejected,
+      onAbandoned: deps.onAbandoned,
+      ...(deps.onParked ? { onParked: deps.onParked } : {}),
+      onStopped: (stopped) => this.#forget(stopped),
+      ...(deps.ticker === null ? {} : { ticker: deps.ticker ?? new TickWheel() }),
+    };
+  }
+
+  /** A dispatcher stopped itself: forget it in the same tick, so the next output spawns a fresh one. */
+  #forget(stopped: Dispatcher<T>): void {
+    const account = stopped.account;
+    if (this.#dispatchers.get(account) === stopped) this.#dispatchers.delete(account);
+    this.#deps.log.debug({ component: "dispatcher", account }, "dispatcher stopped");
+    this.#deps.onForgotten?.(account);
   }
 
   route(account: string, line: string, ticket: T): void {
@@ -80,28 +104,13 @@ export class Router<T> {
   #spawn(account: string): Dispatcher<T> {
     this.#deps.stats.dispatchersSpawned++;
     const route = this.#deps.resolve(account);
-    route.partner.dispatchers++;
-    const log = this.#deps.log;
-    log.debug({ component: "dispatcher", account }, "dispatcher spawned");
-    return new Dispatcher<T>(
-      {
-        destination: route.destination,
-        partner: route.partner,
-        park: this.#deps.park,
-        log,
-        stats: this.#deps.stats,
-        onDelivered: this.#deps.onDelivered,
-        onRejected: this.#deps.onRejected,
-        onAbandoned: this.#deps.onAbandoned,
-        ...(this.#deps.onParked ? { onParked: this.#deps.onParked } : {}),
-        onStopped: (stopped) => {
-          if (this.#dispatchers.get(account) === stopped) this.#dispatchers.delete(account);
-          route.partner.dispatchers--;
-          log.debug({ component: "dispatcher", account }, "dispatcher stopped");
-          this.#deps.onForgotten?.(account);
-        },
-      },
-      { queue: this.#queue, account, dispatch: route.dispatch },
-    );
+    this.#deps.log.debug({ component: "dispatcher", account }, "dispatcher spawned");
+    return new Dispatcher<T>(this.#dispatcherDeps, {
+      queue: this.#queue,
+      account,
+      dispatch: route.dispatch,
+      destination: route.destination,
+      partner: route.partner,
+    });
   }
 }
