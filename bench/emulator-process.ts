@@ -23,7 +23,9 @@ function send(reply: EmulatorReply): void {
   process.send?.(reply);
 }
 
-type Handlers = { [K in EmulatorRequest["op"]]: (r: Extract<EmulatorRequest, { op: K }>) => Promise<EmulatorResults[K]> };
+type Handlers = {
+  [K in EmulatorRequest["op"]]: (r: Extract<EmulatorRequest, { op: K }>) => Promise<EmulatorResults[K]>;
+};
 
 const handlers: Handlers = {
   async setup({ queueName, bucket }) {

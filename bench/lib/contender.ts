@@ -35,17 +35,33 @@ function send(message: FromContender): Promise<void> {
   );
 }
 
-function nextMessage(): Promise<ToContender> {
-  return new Promise((resolve) => process.once("message", (m: ToContender) => resolve(m)));
+/** Messages from the orchestrator, queued from the moment this module is evaluated. */
+const inbox: ToContender[] = [];
+const inboxWaiters: (() => void)[] = [];
+process.on("message", (m: ToContender) => {
+  inbox.push(m);
+  for (const wake of inboxWaiters.splice(0)) wake();
+});
+// An orchestrator that dies takes its contenders with it: none is left draining on its own.
+process.on("disconnect", () => process.exit(1));
+
+async function nextMessage(): Promise<ToContender> {
+  while (inbox.length === 0) await new Promise<void>((resolve) => inboxWaiters.push(resolve));
+  return inbox.shift() as ToContender;
 }
 
 /** Runs one contender under the orchestrator's control; never returns (the process exits). */
 export async function runContender(start: StartContender): Promise<never> {
+  // The orchestrator sends the spec only once it knows someone is listening.
+  await send({ type: "listening" });
   const first = await nextMessage();
   if (first.type !== "start") throw new Error(`expected a start message, got ${first.type}`);
   const spec = first.spec;
   const meter = new WireMeter();
-  const marks = [meter.deletedAt(Math.ceil(spec.expected * 0.1)), meter.deletedAt(Math.floor(spec.expected * 0.9))];
+  const marks = [
+    meter.deletedAt(Math.ceil(spec.expected * 0.1)),
+    meter.deletedAt(Math.floor(spec.expected * 0.9)),
+  ];
   const eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
   eventLoopDelay.enable();
 
@@ -67,12 +83,14 @@ export async function runContender(start: StartContender): Promise<never> {
   let lastSampleAtMs = readyAtMs;
   const sampler = setInterval(() => {
     const nowMs = Date.now();
-    const heapUsedBytes = process.memoryUsage().heapUsed;
-    peakHeapUsedBytes = Math.max(peakHeapUsedBytes, heapUsedBytes);
+    const memory = process.memoryUsage();
+    peakHeapUsedBytes = Math.max(peakHeapUsedBytes, memory.heapUsed);
     const sample: Sample = {
       atSec: (nowMs - readyAtMs) / 1000,
-      rssBytes: process.memoryUsage.rss(),
-      heapUsedBytes,
+      rssBytes: memory.rss,
+      heapUsedBytes: memory.heapUsed,
+      heapTotalBytes: memory.heapTotal,
+      externalBytes: memory.external,
       eventLoopDelayP50Ms: eventLoopDelay.percentile(50) / 1e6,
       eventLoopDelayP99Ms: eventLoopDelay.percentile(99) / 1e6,
       eventLoopDelayMaxMs: eventLoopDelay.max / 1e6,
@@ -108,6 +126,7 @@ export async function runContender(start: StartContender): Promise<never> {
   const [t10, t90] = failure ? [Number.NaN, Number.NaN] : await Promise.all(marks);
   const span = (t90 as number) - (t10 as number);
   const counted = Math.floor(spec.expected * 0.9) - Math.ceil(spec.expected * 0.1);
+  const drainSec = ((meter.lastDeleteAtMs ?? Number.NaN) - (meter.firstReceiveAtMs ?? Number.NaN)) / 1000;
   const cpu = process.cpuUsage();
   const figures = contender.figures?.();
   const result: ContenderResult = {
@@ -118,8 +137,9 @@ export async function runContender(start: StartContender): Promise<never> {
     received: meter.received,
     deleted: meter.deleted,
     emptyReceives: meter.emptyReceives,
-    msgsPerSec: span > 0 ? (counted * 1000) / span : Number.NaN,
-    drainSec: ((meter.lastDeleteAtMs ?? Number.NaN) - (meter.firstReceiveAtMs ?? Number.NaN)) / 1000,
+    msgsPerSec: drainSec > 0 ? meter.deleted / drainSec : Number.NaN,
+    steadyMsgsPerSec: span > 0 ? (counted * 1000) / span : Number.NaN,
+    drainSec,
     calls: Object.fromEntries(meter.calls),
     errors: Object.fromEntries(meter.errors),
     sqsRequests: meter.sqsCalls(),

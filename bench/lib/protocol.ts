@@ -84,6 +84,10 @@ export interface Sample {
   atSec: number;
   rssBytes: number;
   heapUsedBytes: number;
+  /** Main-thread V8 heap committed (used or not): what the heap holds of the RSS. */
+  heapTotalBytes: number;
+  /** Memory of Buffers and other C++ objects tied to main-thread JS objects. */
+  externalBytes: number;
   eventLoopDelayP50Ms: number;
   eventLoopDelayP99Ms: number;
   eventLoopDelayMaxMs: number;
@@ -112,8 +116,14 @@ export interface ContenderResult {
   received: number;
   deleted: number;
   emptyReceives: number;
-  /** Deletes per second between the 10th and the 90th percentile of the run's deletes. */
+  /** Messages deleted / drainSec: the whole drain, ramp-up and last flush included. */
   msgsPerSec: number;
+  /**
+   * Deletes per second between the 10th and the 90th percentile of the run's deletes. Kept for
+   * reference: a contender that deletes in bursts (octorelay, once per flush tick) can put both
+   * percentiles in one burst on a short run, which overstates it.
+   */
+  steadyMsgsPerSec: number;
   /** First ReceiveMessage sent → last delete answered. */
   drainSec: number;
   calls: Record<string, number>;
@@ -144,6 +154,7 @@ export interface HeapMeasure {
 }
 
 export type FromContender =
+  | { type: "listening" }
   | { type: "ready" }
   | { type: "measured"; measure: HeapMeasure }
   | { type: "result"; result: ContenderResult };
