@@ -14,28 +14,6 @@ export class ConfigError extends OctorelayError {
   }
 }
 
-/** The message can never succeed (bad JSON, rejected by its handler): dead-letter it, do not retry. */
-export class PoisonMessageError extends OctorelayError {
-  readonly code = "POISON_MESSAGE";
-  readonly messageId: string;
-  constructor(messageId: string, reason: string, options?: ErrorOptions) {
-    super(reason, options);
-    this.name = "PoisonMessageError";
-    this.messageId = messageId;
-  }
-}
-
-/** The handler failed in a way that may pass on a later attempt (throw, timeout, worker crash). */
-export class HandlerFailedError extends OctorelayError {
-  readonly code = "HANDLER_FAILED";
-  readonly messageId: string;
-  constructor(messageId: string, reason: string, options?: ErrorOptions) {
-    super(reason, options);
-    this.name = "HandlerFailedError";
-    this.messageId = messageId;
-  }
-}
-
 /** A destination refused or failed a batch. `retryable` is decided once, where the failure is seen. */
 export class DeliveryError extends OctorelayError {
   readonly code = "DELIVERY_FAILED";
@@ -88,14 +66,5 @@ export class BatchEntryError extends OctorelayError {
     this.name = "BatchEntryError";
     this.operation = operation;
     this.failures = failures;
-  }
-}
-
-/** A handler output that does not follow the contract `{ account: string, payload }`. */
-export class OutputContractError extends OctorelayError {
-  readonly code = "OUTPUT_CONTRACT";
-  constructor(message: string) {
-    super(message);
-    this.name = "OutputContractError";
   }
 }

@@ -123,8 +123,14 @@ export class Metrics {
       };
     }
 
+    // One snapshot of the partners serves every partner metric of a scrape (they are collected one
+    // after the other within a few milliseconds), not one pass over thousands of partners each.
+    type Row = { held: number; oldestSec: number; breakerOpen: number; parked: number };
+    let scrape: { atMs: number; states: Map<string, number>; rows: Map<string, Row> } | undefined;
     const partnerRows = () => {
-      const snapshots = service.partnerSnapshots();
+      const now = Date.now();
+      if (scrape && now - scrape.atMs < 1000) return scrape;
+      const snapshots = service.partnerSnapshots(now);
       const listed = new Set(options.partnerMetricsAccounts);
       const top = new Set(
         [...snapshots]
@@ -132,11 +138,15 @@ export class Metrics {
           .slice(0, options.partnerMetricsTop)
           .map((s) => s.account),
       );
-      const rows = new Map<
-        string,
-        { held: number; oldestSec: number; breakerOpen: number; parked: number }
-      >();
+      const states = new Map<string, number>([
+        ["active", 0],
+        ["idle", 0],
+        ["breaker-open", 0],
+        ["parked", 0],
+      ]);
+      const rows = new Map<string, Row>();
       for (const s of snapshots) {
+        states.set(s.state, (states.get(s.state) ?? 0) + 1);
         const account = top.has(s.account) || listed.has(s.account) ? s.account : OTHER;
         const row = rows.get(account) ?? { held: 0, oldestSec: 0, breakerOpen: 0, parked: 0 };
         row.held += s.buffered + s.inFlight;
@@ -145,52 +155,27 @@ export class Metrics {
         row.parked += s.parkedBatches;
         rows.set(account, row);
       }
-      return rows;
+      scrape = { atMs: now, states, rows };
+      return scrape;
     };
     gauge(r, "partners", "Partners known to this process, by state.", ["state"], function* () {
-      const counts = new Map<string, number>([
-        ["active", 0],
-        ["idle", 0],
-        ["breaker-open", 0],
-        ["parked", 0],
-      ]);
-      for (const s of service.partnerSnapshots()) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
-      for (const [state, n] of counts) yield [{ state }, n];
+      for (const [state, n] of partnerRows().states) yield [{ state }, n];
     });
-    const perPartner = (
-      pick: (row: ReturnType<typeof partnerRows> extends Map<string, infer R> ? R : never) => number,
-    ): Read =>
-      function* () {
-        for (const [account, row] of partnerRows()) yield [{ account }, pick(row)];
-      };
-    gauge(
-      r,
-      "partner_held_records",
-      "Records buffered or in flight for a partner.",
-      ["account"],
-      perPartner((x) => x.held),
-    );
-    gauge(
-      r,
-      "partner_oldest_buffered_age_seconds",
-      "Age of a partner's oldest buffered record.",
-      ["account"],
-      perPartner((x) => x.oldestSec),
-    );
-    gauge(
-      r,
-      "partner_breaker_open",
-      "Partners whose breaker is open (1 per partner).",
-      ["account"],
-      perPartner((x) => x.breakerOpen),
-    );
-    gauge(
-      r,
-      "partner_parked_batches",
-      "Batches parked since start.",
-      ["account"],
-      perPartner((x) => x.parked),
-    );
+    const perPartner: [string, string, (row: Row) => number][] = [
+      ["partner_held_records", "Records buffered or in flight for a partner.", (x) => x.held],
+      [
+        "partner_oldest_buffered_age_seconds",
+        "Age of a partner's oldest buffered record.",
+        (x) => x.oldestSec,
+      ],
+      ["partner_breaker_open", "Partners whose breaker is open (1 per partner).", (x) => x.breakerOpen],
+      ["partner_parked_batches", "Batches parked since start.", (x) => x.parked],
+    ];
+    for (const [name, help, pick] of perPartner) {
+      gauge(r, name, help, ["account"], function* () {
+        for (const [account, row] of partnerRows().rows) yield [{ account }, pick(row)];
+      });
+    }
 
     this.#awsCalls = new Counter({
       name: "octorelay_aws_calls_total",

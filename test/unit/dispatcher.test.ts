@@ -511,19 +511,7 @@ describe("Dispatcher", () => {
 });
 
 describe("Router", () => {
-  const routerDispatch: DispatchConfig = {
-    flushIntervalMs: 1000,
-    maxRecords: 3,
-    maxBytes: 1_000_000,
-    emptyFlushLimit: 3,
-    maxConcurrentFlushes: 2,
-    retryBaseMs: 100,
-    retryMaxMs: 400,
-    giveUpAfterMs: 600_000,
-    rateLimit: { requests: 0, records: 0, intervalMs: 1000 },
-    breaker: { failures: 1000, cooldownMs: 1000 },
-    onOutage: "release",
-  };
+  const routerDispatch: DispatchConfig = { ...baseOptions, retryMaxMs: 400 };
 
   function setupRouter(destination = new FakeDestination(), ticker?: null) {
     const stats = newRelayStats();
