@@ -3,19 +3,21 @@
  * messages for every contender, rounds in alternation, medians with min–max.
  *
  *   npm run bench                                   ceiling vs octorelay vs peer, latency, idle dispatchers
- *   npm run bench -- --sweep accounts,sizes --soak  and the scale sweeps and the million-message soak
+ *   npm run bench -- --sweep all --soak             and the sweeps (accounts, flush, sizes) and the
+ *                                                   million-message soak
  *   npm run bench -- --only soak                    just the named sections (main, latency, idle,
- *                                                   accounts, sizes, soak)
+ *                                                   accounts, flush, sizes, soak)
  *   npm run bench -- --cpu-prof                     one octorelay run under --cpu-prof, top self time
  *                                                   (--contenders peer: profile that one instead)
  *   npm run bench:smoke                             a few thousand messages, 1 round; exits 1 on a loss
  *   npm run bench -- --render bench/results/latest.json   re-render the markdown and chart, no runs
  *
- * Sizes: --messages (50,000; smoke 3,000) --rounds (3) --accounts (2,900) --size (300 B)
+ * Sizes: --messages (100,000; smoke 3,000) --rounds (3) --accounts (2,900) --size (300 B)
  * --sweep-messages (= --messages) --sweep-accounts (1,100,2900,50000) --soak-messages (1,000,000)
  * --latency-sec (15) --latency-rate (half the contender's median) --idle-dispatchers (10,000).
  * Contenders: --contenders (ceiling,octorelay,peer) --ceiling-loops (32) --peer-consumers (8)
- * --peer-delete batch|message. octorelay: --threads (2) --prefetch (40) --flush-interval-ms (1,000).
+ * --peer-delete batch|message. octorelay: --threads (2) --prefetch (40) --flush-interval-ms (1,000)
+ * --max-unacked (5,000).
  * Other: --no-verify (skip reading buckets back) --verbose (children's output, octorelay logs at info).
  *
  * Writes bench/results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}).
@@ -55,6 +57,12 @@ const REPO_DIR = fileURLToPath(new URL("..", import.meta.url));
 const CONTENDERS: ContenderKind[] = ["ceiling", "octorelay", "peer"];
 const SIZES = [300, 10 * 1024, 200 * 1024];
 const ACCOUNT_SWEEP = [1, 100, 2_900, 50_000];
+/** Flush intervals; past 1 s, room for ~6,000 msg/s × (interval + 1 s) un-acked messages. */
+const FLUSH_SWEEP = [
+  { flushIntervalMs: 1_000, maxUnacked: 5_000 },
+  { flushIntervalMs: 5_000, maxUnacked: 36_000 },
+  { flushIntervalMs: 10_000, maxUnacked: 66_000 },
+];
 /** Bytes of bodies one sized run may hold in the emulator (the 200 KB run gets fewer messages). */
 const SIZED_RUN_BYTES = 400 * 1024 * 1024;
 
@@ -81,6 +89,7 @@ const { values: args } = parseArgs({
     threads: { type: "string", default: "2" },
     prefetch: { type: "string", default: "40" },
     "flush-interval-ms": { type: "string", default: "1000" },
+    "max-unacked": { type: "string", default: "5000" },
     "cpu-prof": { type: "boolean", default: false },
     "no-verify": { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
@@ -94,14 +103,15 @@ const int = (value: string | undefined, fallback: number): number => {
   if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive whole number: ${value}`);
   return n;
 };
-const messages = int(args.messages, smoke ? 3_000 : 50_000);
+// 100,000: at 50,000 the ceiling's whole run lasted ~7 s, much of it before the JIT had warmed up.
+const messages = int(args.messages, smoke ? 3_000 : 100_000);
 const rounds = int(args.rounds, smoke ? 1 : 3);
 const sweeps = args.sweep.split(",").filter(Boolean);
 for (const sweep of sweeps) {
-  if (!["accounts", "sizes", "all"].includes(sweep))
-    throw new Error(`--sweep: accounts, sizes or all; got ${sweep}`);
+  if (!["accounts", "flush", "sizes", "all"].includes(sweep))
+    throw new Error(`--sweep: accounts, flush, sizes or all; got ${sweep}`);
 }
-const SECTIONS = ["main", "latency", "idle", "accounts", "sizes", "soak"] as const;
+const SECTIONS = ["main", "latency", "idle", "accounts", "flush", "sizes", "soak"] as const;
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>(
   args.only
@@ -113,8 +123,8 @@ const sections = new Set<Section>(
     : [
         "main",
         ...(smoke ? [] : (["latency", "idle"] as const)),
-        ...(sweeps.includes("all") ? (["accounts", "sizes"] as const) : []),
-        ...(sweeps.filter((s) => s === "accounts" || s === "sizes") as Section[]),
+        ...(sweeps.includes("all") ? (["accounts", "flush", "sizes"] as const) : []),
+        ...(sweeps.filter((s) => s === "accounts" || s === "flush" || s === "sizes") as Section[]),
         ...(args.soak ? (["soak"] as const) : []),
       ],
 );
@@ -130,7 +140,7 @@ const octorelay: OctorelaySettings = {
   concurrency: 32,
   threads: int(args.threads, 2),
   prefetch: int(args.prefetch, 40),
-  maxUnacked: 5000,
+  maxUnacked: int(args["max-unacked"], 5000),
   maxParallelReceives: 8,
   waitTimeSec: 20,
   visibilityTimeoutSec: 60,
@@ -277,6 +287,7 @@ async function run(o: RunOptions): Promise<RunRecord> {
       delivered,
       ok: problems.length === 0,
       problems,
+      ...(o.settings ? { settings: o.settings } : {}),
     };
     report(record);
     return record;
@@ -396,6 +407,22 @@ async function benchmark(): Promise<void> {
       );
     }
   }
+  const flush: RunRecord[] = [];
+  if (sections.has("flush")) {
+    for (const { flushIntervalMs, maxUnacked } of FLUSH_SWEEP) {
+      flush.push(
+        await run({
+          kind: "octorelay",
+          label: `flush ${flushIntervalMs} ms`,
+          traffic: mainTraffic,
+          count: sweepMessages,
+          feed: { prefill: true },
+          settings: { ...octorelay, maxUnacked, dispatch: { ...octorelay.dispatch, flushIntervalMs } },
+          verify,
+        }),
+      );
+    }
+  }
   const sizes: RunRecord[] = [];
   if (sections.has("sizes")) {
     for (const sizeBytes of SIZES) {
@@ -446,6 +473,7 @@ async function benchmark(): Promise<void> {
     latency,
     idle,
     accounts,
+    flush,
     sizes,
     soak,
     targets: [],

@@ -17,7 +17,7 @@ export function createAwsClients(aws: Config["aws"]): AwsClients {
   // Resolve each command's middleware stack once, not on every call (a large share of the SDK's CPU
   // per request). It applies to calls made without per-call options, i.e. all but the long polls.
   const cacheMiddleware = true;
-  return {
+  const clients = {
     sqs: new SQSClient({
       region: aws.region,
       maxAttempts,
@@ -37,4 +37,10 @@ export function createAwsClients(aws: Config["aws"]): AwsClients {
       ...(aws.s3Endpoint ? { endpoint: aws.s3Endpoint, forcePathStyle: true } : {}),
     }),
   };
+  for (const client of [clients.sqs, clients.s3]) {
+    // Lambda's trace header and the SDK's no-op logger: neither is used here, both cost per call.
+    client.middlewareStack.remove("recursionDetectionMiddleware");
+    client.middlewareStack.remove("loggerMiddleware");
+  }
+  return clients;
 }

@@ -21,6 +21,8 @@ export interface RunRecord {
   delivered: Delivered | undefined;
   ok: boolean;
   problems: string[];
+  /** octorelay's settings for this run, when they differ from the main ones (flush sweep). */
+  settings?: OctorelaySettings;
 }
 
 export interface ContenderSummary {
@@ -98,6 +100,8 @@ export interface BenchReport {
   latency: RunRecord[];
   idle: IdleDispatchers | undefined;
   accounts: RunRecord[];
+  /** octorelay at the main traffic with longer flush intervals (and un-acked bounds to match). */
+  flush?: RunRecord[];
   sizes: RunRecord[];
   soak: SoakSummary | undefined;
   targets: Target[];
@@ -402,6 +406,47 @@ export function renderMarkdown(r: BenchReport): string {
     );
   }
 
+  if ((r.flush ?? []).length > 0) {
+    out.push(
+      "## Flush interval sweep (octorelay)",
+      "",
+      "The same traffic as the main runs; a longer flush interval puts more records in each object (fewer S3 PUTs, lower cost, less CPU) and holds each message longer, so maxUnacked grows with it. steady msgs/s = the 10%–90% part of the drain, without ramp-up and the last flush interval.",
+      "",
+      ...table(
+        [
+          "flush interval s",
+          "maxUnacked",
+          "msgs/s",
+          "steady msgs/s",
+          "records/object",
+          "S3 PUT/msg",
+          "SQS req/msg",
+          "CPU s",
+          "emulator CPU s",
+          "peak RSS MB",
+          "ok",
+        ],
+        (r.flush ?? []).map((x) => {
+          const o = x.result.octorelay;
+          return [
+            num((x.settings?.dispatch.flushIntervalMs ?? Number.NaN) / 1000),
+            num(x.settings?.maxUnacked ?? Number.NaN),
+            num(x.result.msgsPerSec),
+            num(x.result.steadyMsgsPerSec),
+            num(o ? o.flushedRecords / Math.max(1, o.objects) : Number.NaN, 1),
+            num(x.result.s3Puts / x.messages, 3),
+            num(x.result.sqsRequests / x.messages, 3),
+            num(x.result.cpuSec, 1),
+            num(x.emulatorCpuSec, 1),
+            mib(x.result.maxRssBytes),
+            x.ok ? "yes" : `**no**: ${x.problems.join("; ")}`,
+          ];
+        }),
+      ),
+      "",
+    );
+  }
+
   if (r.sizes.length > 0) {
     const bySize = new Map<number, RunRecord[]>();
     for (const x of r.sizes) bySize.set(x.traffic.sizeBytes, [...(bySize.get(x.traffic.sizeBytes) ?? []), x]);
@@ -477,7 +522,7 @@ export function renderMarkdown(r: BenchReport): string {
     );
   }
 
-  const checked = [...r.main.runs, ...r.accounts, ...r.sizes].filter((x) => x.delivered);
+  const checked = [...r.main.runs, ...r.accounts, ...(r.flush ?? []), ...r.sizes].filter((x) => x.delivered);
   if (checked.length > 0) {
     out.push(
       "## Delivery check",
