@@ -166,7 +166,10 @@ const startedAt = new Date();
 const codeAtStart = codeVersion();
 if (args.render) {
   // Only the rendering changed: rewrite the markdown (and chart) from a saved JSON, no runs.
-  writeReport(JSON.parse(readFileSync(args.render, "utf8")) as BenchReport);
+  const saved = JSON.parse(readFileSync(args.render, "utf8")) as BenchReport;
+  // Summaries are derived from the runs: recompute them so new columns fill in.
+  saved.main.summary = summarize(saved.main.runs, CONTENDERS);
+  writeReport(saved);
   process.exit(0);
 }
 const emulator = await EmulatorProcess.start(args.verbose);

@@ -40,6 +40,10 @@ export interface ContenderSummary {
   cpuSec: Spread;
   drainCpuSec: Spread;
   emulatorCpuSec: Spread;
+  /** The 10%–90% part of the drain, without ramp-up and the last flush. */
+  steadyMsgsPerSec?: Spread;
+  /** CPU of the contender and the emulator together, per message: what the machine pays. */
+  machineCpuUsPerMsg?: Spread;
 }
 
 export interface IdleDispatchers {
@@ -139,6 +143,8 @@ export function summarize(
       cpuSec: of((r) => r.result.cpuSec),
       drainCpuSec: of((r) => r.result.drainCpuSec),
       emulatorCpuSec: of((r) => r.emulatorCpuSec),
+      steadyMsgsPerSec: of((r) => r.result.steadyMsgsPerSec),
+      machineCpuUsPerMsg: of((r) => ((r.result.cpuSec + r.emulatorCpuSec) * 1e6) / r.messages),
     };
   }
   return summary;
@@ -256,6 +262,7 @@ export function renderMarkdown(r: BenchReport): string {
       [
         "contender",
         "msgs/s",
+        "steady msgs/s",
         "vs ceiling",
         "SQS req/msg",
         "S3 PUT/msg",
@@ -263,6 +270,7 @@ export function renderMarkdown(r: BenchReport): string {
         "peak RSS MB",
         "CPU s",
         "emulator CPU s",
+        "CPU µs/msg (with emulator)",
         "failed",
       ],
       (["ceiling", "octorelay", "peer"] as const).flatMap((kind) => {
@@ -272,6 +280,7 @@ export function renderMarkdown(r: BenchReport): string {
           [
             kind,
             fmtSpread(x.msgsPerSec),
+            x.steadyMsgsPerSec ? num(x.steadyMsgsPerSec.median) : "—",
             kind === "ceiling" ? "100%" : pct(x.ratioToCeiling),
             fmtSpread(x.sqsPerMessage, 3),
             fmtSpread(x.s3PutsPerMessage, 3),
@@ -279,6 +288,7 @@ export function renderMarkdown(r: BenchReport): string {
             fmtSpread(x.maxRssBytes, 0, 1 / 1024 / 1024),
             fmtSpread(x.cpuSec, 1),
             fmtSpread(x.emulatorCpuSec, 1),
+            x.machineCpuUsPerMsg ? num(x.machineCpuUsPerMsg.median) : "—",
             `${x.failed}/${x.runs}`,
           ],
         ];
@@ -286,6 +296,7 @@ export function renderMarkdown(r: BenchReport): string {
     ),
     "",
     ...runProblems(r.main.runs),
+    ...cpuBound(r),
     "Contenders:",
     `- **ceiling**: ${s.ceiling.loops} loops of ReceiveMessage(10, wait 20 s) → DeleteMessageBatch, no processing.`,
     `- **octorelay**: \`Service\` from src/ with handlers/passthrough.ts, the production AWS clients; settings below.`,
@@ -608,4 +619,26 @@ function soakTimeline(x: ContenderResult): string[] {
         num(s.activeDispatchers ?? Number.NaN),
       ]),
   );
+}
+
+/**
+ * What the machine's CPU allows: the contenders and the emulator share its cores, so no contender
+ * drains faster than cores ÷ (its CPU per message, emulator included).
+ */
+function cpuBound(r: BenchReport): string[] {
+  const ceiling = r.main.summary.ceiling;
+  const octorelay = r.main.summary.octorelay;
+  const c = ceiling?.machineCpuUsPerMsg?.median;
+  const o = octorelay?.machineCpuUsPerMsg?.median;
+  if (!ceiling || !octorelay || c === undefined || o === undefined) return [];
+  const cores = r.machine.cores;
+  const busy = (ceiling.msgsPerSec.median * c) / 1e6;
+  const bound = (cores * 1e6) / o;
+  return [
+    `CPU bound: the machine pays ${num(c)} µs of CPU per message for the ceiling and ${num(o)} µs for octorelay ` +
+      `(contender + emulator). At its rate the ceiling keeps ${num(busy, 2)} of the ${cores} cores busy; with all ` +
+      `${cores} cores busy, octorelay's CPU per message allows at most ${num(bound)} msg/s, ` +
+      `${pct(spread([bound / ceiling.msgsPerSec.median]))} of the ceiling.`,
+    "",
+  ];
 }
