@@ -41,9 +41,9 @@ export interface ContenderSummary {
   drainCpuSec: Spread;
   emulatorCpuSec: Spread;
   /** The 10%–90% part of the drain, without ramp-up and the last flush. */
-  steadyMsgsPerSec?: Spread;
+  steadyMsgsPerSec: Spread;
   /** CPU of the contender and the emulator together, per message: what the machine pays. */
-  machineCpuUsPerMsg?: Spread;
+  machineCpuUsPerMsg: Spread;
 }
 
 export interface IdleDispatchers {
@@ -105,7 +105,7 @@ export interface BenchReport {
   idle: IdleDispatchers | undefined;
   accounts: RunRecord[];
   /** octorelay at the main traffic with longer flush intervals (and un-acked bounds to match). */
-  flush?: RunRecord[];
+  flush: RunRecord[];
   sizes: RunRecord[];
   soak: SoakSummary | undefined;
   targets: Target[];
@@ -255,7 +255,7 @@ export function renderMarkdown(r: BenchReport): string {
     "",
     `${num(s.messages)} messages pre-filled before each run, ${t.sizeBytes} B JSON bodies, accounts Zipf(1) over ${num(t.accounts)}; ` +
       `${s.rounds} round(s) in alternation; median (min–max). msgs/s = messages / (last delete − first receive), the ` +
-      `whole drain including ramp-up and octorelay's last flush interval; send→delete on a pre-filled queue is mostly ` +
+      `whole drain including ramp-up and octorelay's last flush interval; steady msgs/s = the 10%–90% part of it; send→delete on a pre-filled queue is mostly ` +
       `time spent waiting in the queue (see the next section for latency below saturation).`,
     "",
     ...table(
@@ -280,7 +280,7 @@ export function renderMarkdown(r: BenchReport): string {
           [
             kind,
             fmtSpread(x.msgsPerSec),
-            x.steadyMsgsPerSec ? num(x.steadyMsgsPerSec.median) : "—",
+            num(x.steadyMsgsPerSec.median),
             kind === "ceiling" ? "100%" : pct(x.ratioToCeiling),
             fmtSpread(x.sqsPerMessage, 3),
             fmtSpread(x.s3PutsPerMessage, 3),
@@ -288,7 +288,7 @@ export function renderMarkdown(r: BenchReport): string {
             fmtSpread(x.maxRssBytes, 0, 1 / 1024 / 1024),
             fmtSpread(x.cpuSec, 1),
             fmtSpread(x.emulatorCpuSec, 1),
-            x.machineCpuUsPerMsg ? num(x.machineCpuUsPerMsg.median) : "—",
+            num(x.machineCpuUsPerMsg.median),
             `${x.failed}/${x.runs}`,
           ],
         ];
@@ -417,7 +417,7 @@ export function renderMarkdown(r: BenchReport): string {
     );
   }
 
-  if ((r.flush ?? []).length > 0) {
+  if (r.flush.length > 0) {
     out.push(
       "## Flush interval sweep (octorelay)",
       "",
@@ -437,7 +437,7 @@ export function renderMarkdown(r: BenchReport): string {
           "peak RSS MB",
           "ok",
         ],
-        (r.flush ?? []).map((x) => {
+        r.flush.map((x) => {
           const o = x.result.octorelay;
           return [
             num((x.settings?.dispatch.flushIntervalMs ?? Number.NaN) / 1000),
@@ -533,7 +533,7 @@ export function renderMarkdown(r: BenchReport): string {
     );
   }
 
-  const checked = [...r.main.runs, ...r.accounts, ...(r.flush ?? []), ...r.sizes].filter((x) => x.delivered);
+  const checked = [...r.main.runs, ...r.accounts, ...r.flush, ...r.sizes].filter((x) => x.delivered);
   if (checked.length > 0) {
     out.push(
       "## Delivery check",
@@ -628,9 +628,9 @@ function soakTimeline(x: ContenderResult): string[] {
 function cpuBound(r: BenchReport): string[] {
   const ceiling = r.main.summary.ceiling;
   const octorelay = r.main.summary.octorelay;
-  const c = ceiling?.machineCpuUsPerMsg?.median;
-  const o = octorelay?.machineCpuUsPerMsg?.median;
-  if (!ceiling || !octorelay || c === undefined || o === undefined) return [];
+  if (!ceiling || !octorelay) return [];
+  const c = ceiling.machineCpuUsPerMsg.median;
+  const o = octorelay.machineCpuUsPerMsg.median;
   const cores = r.machine.cores;
   const busy = (ceiling.msgsPerSec.median * c) / 1e6;
   const bound = (cores * 1e6) / o;
