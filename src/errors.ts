@@ -68,3 +68,12 @@ export class BatchEntryError extends OctorelayError {
     this.failures = failures;
   }
 }
+
+/** The shared store of partner limits (Redis) cannot be reached: limited partners wait, never overrun. */
+export class LimitsUnavailableError extends OctorelayError {
+  readonly code = "LIMITS_UNAVAILABLE";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "LimitsUnavailableError";
+  }
+}
