@@ -1,11 +1,21 @@
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { SqsDestinationConfig } from "../config.ts";
 import { DeliveryError } from "../errors.ts";
-import { type Batch, type Destination, renderTarget } from "./destination.ts";
+import {
+  type Batch,
+  type Destination,
+  namingError,
+  overrideKey,
+  redactUrl,
+  renderTarget,
+} from "./destination.ts";
 
 const SQS_BATCH = 10;
 /** Stay under the smallest SendMessageBatch payload limit in use (256 KiB before 2025). */
 const MAX_CALL_BYTES = 256 * 1024;
+/** SQS queue names: up to 80 letters, digits, hyphens and underscores; a FIFO queue's end in ".fifo". */
+const QUEUE_NAME = /^[A-Za-z0-9_-]+(\.fifo)?$/;
+const MAX_QUEUE_NAME_CHARS = 80;
 
 /**
  * Forwards each record as one message to the partner's queue with SendMessageBatch. Entries that
@@ -24,8 +34,27 @@ export class SqsDestination implements Destination {
     this.#options = options;
   }
 
+  /**
+   * The account goes into the queue URL as it is, or not at all: replacing its characters would give
+   * two accounts (`x.y` and `x-y`) one queue. An account that is not a valid part of a queue name is
+   * a DeliveryError that is not retryable.
+   */
   queueUrlFor(batch: Pick<Batch, "account" | "queue">): string {
-    return renderTarget(this.#options.queueUrl, batch, (s) => s.replace(/[^A-Za-z0-9_-]/g, "-"));
+    const template = this.#options.queueUrl;
+    // Queue names come from the configuration, not from handlers: they keep today's mapping.
+    const url = renderTarget(template, batch, (s, field) =>
+      field === "account" ? s : s.replace(/[^A-Za-z0-9_-]/g, "-"),
+    );
+    if (!template.includes("{account}")) return url;
+    const account = batch.account;
+    const problem = accountProblem(template, account, lastSegment(url));
+    if (problem === undefined) return url;
+    throw namingError(
+      this.kind,
+      account,
+      `cannot name an SQS queue from template ${JSON.stringify(redactUrl(template))}: ${problem} (queue names are up to ${MAX_QUEUE_NAME_CHARS} letters, digits, hyphens and underscores, ".fifo" at the end of a FIFO queue's)`,
+      `give it its own queue under ${overrideKey(account, "queueUrl")}`,
+    );
   }
 
   /** No abort signal to the SDK, so its cached middleware serves these calls (see S3Destination). */
@@ -49,7 +78,9 @@ export class SqsDestination implements Destination {
           if (!f.SenderFault) permanent = false;
         }
       } catch (err) {
-        failures.push(`${(err as Error).name}: ${(err as Error).message}`);
+        failures.push(
+          `${(err as Error).name}: ${(err as Error).message}`.replaceAll(queueUrl, redactUrl(queueUrl)),
+        );
         permanent = false;
       }
     }
@@ -59,7 +90,7 @@ export class SqsDestination implements Destination {
     }
     if (permanent) this.#sent.delete(batch.batchId);
     throw new DeliveryError(
-      `SendMessageBatch to ${queueUrl}: ${failures.length} failure(s), first: ${failures[0]}`,
+      `SendMessageBatch to ${redactUrl(queueUrl)}: ${failures.length} failure(s), first: ${failures[0]}`,
       // Entries SQS rejected as the sender's fault (too large, invalid characters) will never pass.
       { destination: this.kind, account: batch.account, retryable: !permanent },
     );
@@ -69,6 +100,24 @@ export class SqsDestination implements Destination {
   forget(batchId: string): void {
     this.#sent.delete(batchId);
   }
+}
+
+/** The queue name: the URL's last path segment. */
+const lastSegment = (url: string): string => url.split(/[?#]/)[0]?.split("/").pop() ?? "";
+
+/** Why `account` cannot go into the queue URL `template` as it is (rendered queue name `name`), or undefined. */
+function accountProblem(template: string, account: string, name: string): string | undefined {
+  if (account === "") return "it is empty";
+  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(template)?.[1] ?? "";
+  if (authority.includes("{account}"))
+    return "the template puts {account} in the host, where case is not kept";
+  const bad = /[^A-Za-z0-9_-]/u.exec(account)?.[0];
+  if (bad !== undefined) return `it holds ${JSON.stringify(bad)}, which a queue name cannot`;
+  const inName = lastSegment(template).includes("{account}");
+  if (inName && (!QUEUE_NAME.test(name) || name.length > MAX_QUEUE_NAME_CHARS)) {
+    return `the queue name ${JSON.stringify(name)} would not be valid (${name.length} characters)`;
+  }
+  return undefined;
 }
 
 /** Unsent line indexes in groups of at most 10 entries and MAX_CALL_BYTES. */

@@ -1,5 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { inspect } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { PutObjectCommand, type PutObjectCommandInput, type S3Client } from "@aws-sdk/client-s3";
 import {
@@ -10,9 +11,15 @@ import {
 } from "@aws-sdk/client-sqs";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { HttpDestinationConfig, S3DestinationConfig } from "../../src/config.ts";
-import type { Batch } from "../../src/destinations/destination.ts";
+import { type Batch, redactUrl } from "../../src/destinations/destination.ts";
 import { HttpDestination, retryAfterMs } from "../../src/destinations/http.ts";
-import { S3Destination } from "../../src/destinations/s3.ts";
+import {
+  decodeMetadataValue,
+  encodeKeySegment,
+  encodeMetadataValue,
+  isRetryableS3Error,
+  S3Destination,
+} from "../../src/destinations/s3.ts";
 import { SqsDestination } from "../../src/destinations/sqs.ts";
 import { DeliveryError } from "../../src/errors.ts";
 
@@ -307,7 +314,8 @@ describe("SqsDestination", () => {
 
   it("sends 23 lines as SendMessageBatch calls of 10, 10 and 3 to the rendered queue URL", async () => {
     const fake = fakeSqs();
-    const b = batch(23, { account: "acme.corp" });
+    // Was "acme.corp": it rendered as "partner-acme-corp", the queue of account "acme-corp"; now refused.
+    const b = batch(23, { account: "acme-corp" });
     await sqs(fake.client).deliver(b, signal());
 
     expect(fake.inputs.map((i) => i.Entries?.length)).toEqual([10, 10, 3]);
@@ -449,13 +457,20 @@ describe("S3Destination", () => {
       },
     );
 
-  it("renders a bucket template per account, lowercased, other characters made hyphens", async () => {
+  it("renders a bucket template per account, the account as it is; one that would need changing is refused", async () => {
     const fake = fakeS3();
     const destination = s3(fake.client, { bucket: "{account}-out" });
-    await destination.deliver(batch(1, { account: "Acme" }), signal());
-    await destination.deliver(batch(1, { account: "Big_Corp/EU" }), signal());
+    // "Acme" and "Big_Corp/EU" used to be lowercased and hyphenated into these same buckets, which
+    // merged them with the accounts "acme" and "big-corp-eu": they are refused now.
+    await destination.deliver(batch(1, { account: "acme" }), signal());
+    await destination.deliver(batch(1, { account: "big-corp-eu" }), signal());
     await destination.deliver(batch(1, { account: "globex.io" }), signal());
     expect(fake.inputs.map((i) => i.Bucket)).toEqual(["acme-out", "big-corp-eu-out", "globex.io-out"]);
+    for (const account of ["Acme", "Big_Corp/EU"]) {
+      const err = await deliveryError(destination.deliver(batch(1, { account }), signal()));
+      expect(err.retryable).toBe(false);
+    }
+    expect(fake.inputs).toHaveLength(3);
   });
 
   it("renders the key's date parts in UTC, with the queue, the encoded account and the batch id", async () => {
@@ -535,5 +550,576 @@ describe("S3Destination", () => {
     expect(err.message).toContain("acme-out");
     expect(err.message).toContain(failure.name);
     expect(err.cause).toBe(failure);
+  });
+});
+
+/** What a render function gives for one account: the target, or the refusal's message. */
+function outcome(render: () => string): string {
+  try {
+    return render();
+  } catch (err) {
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect((err as DeliveryError).retryable).toBe(false);
+    return `refused: ${(err as DeliveryError).message}`;
+  }
+}
+
+/** Accepted names must render to distinct targets: no two accounts share one. */
+function expectInjective(rendered: Map<string, string>) {
+  const accepted = [...rendered].filter(([, target]) => !target.startsWith("refused"));
+  expect(new Set(accepted.map(([, target]) => target)).size).toBe(accepted.length);
+}
+
+const LONE_SURROGATE = "a\uD800b";
+/** How a refusal names the account in its fix: quoted, or a placeholder when too long to show. */
+const shown = (account: string) => (account.length <= 120 ? JSON.stringify(account) : "<this account>");
+const LONG = "a".repeat(2000);
+
+describe("account names → targets: faithful or refused, never two accounts on one target", () => {
+  const base = { queue: "orders" };
+
+  describe("HTTP url {account}", () => {
+    const http = (url: string) =>
+      new HttpDestination(
+        { env: {} },
+        {
+          type: "http",
+          url,
+          headers: {},
+          authTokenEnv: "",
+          authScheme: "Bearer",
+          format: "ndjson",
+          timeoutMs: 1000,
+        },
+      );
+    const destination = http("http://127.0.0.1:8080/p/{account}/ingest");
+    const P = "http://127.0.0.1:8080/p/";
+
+    it.each([
+      ["acme", `${P}acme/ingest`],
+      ["ACME", `${P}ACME/ingest`],
+      ["x-y", `${P}x-y/ingest`],
+      ["x_y", `${P}x_y/ingest`],
+      ["X-Y", `${P}X-Y/ingest`],
+      ["x.y", `${P}x.y/ingest`],
+      ["...", `${P}.../ingest`],
+      ["%2e", `${P}%252e/ingest`],
+      ["%2E", `${P}%252E/ingest`],
+      ["%2e%2e", `${P}%252e%252e/ingest`],
+      ["a/b", `${P}a%2Fb/ingest`],
+      ["a", `${P}a/ingest`],
+      ["../ingest", `${P}..%2Fingest/ingest`],
+      ["a?b#c@d:e", `${P}a%3Fb%23c%40d%3Ae/ingest`],
+      ["中文", `${P}%E4%B8%AD%E6%96%87/ingest`],
+      [LONG, `${P}${LONG}/ingest`],
+    ])("%j → %s", (account, url) => {
+      expect(destination.urlFor({ ...base, account })).toBe(url);
+      // The URL parser leaves it as it is (no dot segment removed, host unchanged).
+      expect(new URL(url).href).toBe(url);
+    });
+
+    it.each([
+      ["..", /dot|\.\./],
+      [".", /\./],
+      ["", /empty/],
+      [LONE_SURROGATE, /surrogate/],
+    ])("%j is refused", (account, why) => {
+      const message = outcome(() => destination.urlFor({ ...base, account }));
+      expect(message).toMatch(/^refused: account /);
+      expect(message).toMatch(why);
+      expect(message).toContain("http://127.0.0.1:8080/p/{account}/ingest");
+      expect(message).toContain(`partners.accounts.${JSON.stringify(account)}.destination.url`);
+    });
+
+    it("no two names of the table share a URL", () => {
+      const names = [
+        "acme",
+        "ACME",
+        "x-y",
+        "x_y",
+        "X-Y",
+        "x.y",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "a/b",
+        "a",
+        "中文",
+        "",
+      ];
+      expectInjective(
+        new Map(names.map((n) => [n, outcome(() => destination.urlFor({ ...base, account: n }))])),
+      );
+    });
+
+    it("an account in the host, port or userinfo is refused for every account, so none changes the origin", () => {
+      for (const template of [
+        "https://{account}.partner.test/ingest",
+        "https://partner.test:{account}/ingest",
+        "https://{account}@partner.test/ingest",
+      ]) {
+        for (const account of ["acme", "ACME", "evil.test", "8080"]) {
+          expect(outcome(() => http(template).urlFor({ ...base, account }))).toMatch(/host|not a valid URL/);
+        }
+      }
+    });
+
+    it("an account only in the fragment (never sent) is refused: every account would share one URL", () => {
+      expect(
+        outcome(() => http("https://partner.test/ingest#{account}").urlFor({ ...base, account: "acme" })),
+      ).toMatch(/fragment/);
+    });
+
+    it("the refusal shows the template with its query values redacted", () => {
+      const message = outcome(() =>
+        http("https://partner.test/{account}?key=s3cr3t").urlFor({ ...base, account: ".." }),
+      );
+      expect(message).toContain("https://partner.test/{account}?key=REDACTED");
+      expect(message).not.toContain("s3cr3t");
+    });
+  });
+
+  describe("S3 bucket {account}", () => {
+    const s3 = (bucket: string) =>
+      new S3Destination(
+        { s3: {} as S3Client },
+        {
+          type: "s3",
+          bucket,
+          keyTemplate: "{account}/{batchId}",
+          gzip: true,
+          serverSideEncryption: "",
+          kmsKeyId: "",
+        },
+      );
+    const destination = s3("b-{account}");
+
+    it.each([
+      ["acme", "b-acme"],
+      ["x-y", "b-x-y"],
+      ["x.y", "b-x.y"],
+      ["globex.io", "b-globex.io"],
+      ["a".repeat(61), `b-${"a".repeat(61)}`],
+    ])("%j → %s", (account, bucket) => {
+      expect(destination.bucketFor({ ...base, account })).toBe(bucket);
+    });
+
+    it.each([
+      ["ACME", /"A"/],
+      ["Acme", /"A"/],
+      ["x_y", /"_"/],
+      ["X-Y", /"X"/],
+      ["a/b", /"\/"/],
+      ["%2e", /"%"/],
+      ["中文", /"中"/],
+      [".", /begin and end/],
+      ["..", /adjacent dots|begin and end/],
+      ["x..y", /adjacent dots/],
+      ["x-", /begin and end/],
+      ["", /empty/],
+      ["a".repeat(62), /64 characters/],
+      [LONG, /characters long/],
+    ])("%j is refused", (account, why) => {
+      const message = outcome(() => destination.bucketFor({ ...base, account }));
+      expect(message).toMatch(why);
+      expect(message).toContain('from template "b-{account}"');
+      expect(message).toContain(`partners.accounts.${shown(account)}.destination.bucket`);
+    });
+
+    it("says what is wrong and how to fix it", () => {
+      expect(outcome(() => destination.bucketFor({ ...base, account: "ACME" }))).toBe(
+        'refused: account "ACME" cannot name an S3 bucket from template "b-{account}": it holds "A", "C", "M", "E", which a bucket name cannot (bucket names are 3–63 lowercase letters, digits, hyphens and dots, beginning and ending with a letter or digit); name its bucket explicitly under partners.accounts."ACME".destination.bucket',
+      );
+    });
+
+    it.each([
+      ["192.168.5.4", /IP address/],
+      ["xn--abc", /xn--/],
+      ["sthree-abc", /sthree-/],
+      ["abc-s3alias", /-s3alias/],
+      ["abc--ol-s3", /--ol-s3/],
+      ["ab", /2 characters/],
+    ])("with template {account}, %j is refused", (account, why) => {
+      expect(outcome(() => s3("{account}").bucketFor({ ...base, account }))).toMatch(why);
+    });
+
+    it("collision pairs never share a bucket: acme/ACME, x-y/x_y/X-Y, x.y/x-y", () => {
+      const names = [
+        "acme",
+        "ACME",
+        "x-y",
+        "x_y",
+        "X-Y",
+        "x.y",
+        ".",
+        "..",
+        "%2e",
+        "a/b",
+        "a",
+        "中文",
+        "",
+        LONG,
+      ];
+      expectInjective(
+        new Map(names.map((n) => [n, outcome(() => destination.bucketFor({ ...base, account: n }))])),
+      );
+    });
+
+    it("a fixed bucket is used as configured, whatever the account", () => {
+      expect(s3("Legacy_Bucket").bucketFor({ ...base, account: "ACME" })).toBe("Legacy_Bucket");
+    });
+  });
+
+  describe("S3 key {account}", () => {
+    const s3 = (keyTemplate: string) =>
+      new S3Destination(
+        { s3: {} as S3Client },
+        { type: "s3", bucket: "shared", keyTemplate, gzip: true, serverSideEncryption: "", kmsKeyId: "" },
+      );
+    const destination = s3("{queue}/{account}/{batchId}.ndjson.gz");
+    const key = (account: string) => outcome(() => destination.keyFor(batch(1, { account, batchId: "B" })));
+
+    it.each([
+      ["acme", "orders/acme/B.ndjson.gz"],
+      ["ACME", "orders/ACME/B.ndjson.gz"],
+      ["x-y", "orders/x-y/B.ndjson.gz"],
+      ["x_y", "orders/x_y/B.ndjson.gz"],
+      ["x.y", "orders/x.y/B.ndjson.gz"],
+      ["a=b", "orders/a=b/B.ndjson.gz"],
+      ["a", "orders/a/B.ndjson.gz"],
+      ["a/b", "orders/a%2Fb/B.ndjson.gz"],
+      ["a b", "orders/a%20b/B.ndjson.gz"],
+      [".", "orders/%2E/B.ndjson.gz"],
+      ["..", "orders/%2E%2E/B.ndjson.gz"],
+      ["...", "orders/.../B.ndjson.gz"],
+      ["%2e", "orders/%252e/B.ndjson.gz"],
+      ["中文", "orders/%E4%B8%AD%E6%96%87/B.ndjson.gz"],
+    ])("%j → %s", (account, expected) => {
+      expect(key(account)).toBe(expected);
+    });
+
+    it.each([
+      ["", /empty/],
+      [LONE_SURROGATE, /surrogate/],
+      ["a".repeat(1100), /1119-byte S3 key .*at most 1024 bytes/],
+    ])("%j is refused", (account, why) => {
+      const message = key(account);
+      expect(message).toMatch(why);
+      expect(message).toContain(".destination.keyTemplate");
+    });
+
+    it("no account's objects appear under another account's prefix, and each key segment decodes to its account", () => {
+      const names = [
+        "a",
+        "a/b",
+        "a%2Fb",
+        "b",
+        "ACME",
+        "acme",
+        "x.y",
+        "x-y",
+        ".",
+        "..",
+        "%2e",
+        "中文",
+        "a b",
+        "a+b",
+        "a\uFFFDb",
+        // Its UTF-8 would be a\uFFFDb's: refused rather than merged.
+        LONE_SURROGATE,
+      ];
+      const keys = new Map(names.map((n) => [n, key(n)]));
+      expectInjective(keys);
+      expect(keys.get(LONE_SURROGATE)).toMatch(/^refused/);
+      for (const [account, k] of keys) {
+        if (k.startsWith("refused")) continue;
+        const segment = k.split("/")[1] as string;
+        expect(decodeURIComponent(segment)).toBe(account);
+        for (const [other, otherKey] of keys) {
+          if (other === account || otherKey.startsWith("refused")) continue;
+          expect(k.startsWith(`orders/${encodeKeySegment(other)}/`)).toBe(false);
+        }
+      }
+    });
+  });
+
+  describe("SQS queue URL {account}", () => {
+    const sqs = (queueUrl: string) => new SqsDestination({ sqs: {} as SQSClient }, { type: "sqs", queueUrl });
+    const Q = "https://sqs.us-east-1.amazonaws.com/123456789012/";
+    const destination = sqs(`${Q}in-{account}`);
+
+    it.each([
+      ["x-y", `${Q}in-x-y`],
+      ["x_y", `${Q}in-x_y`],
+      ["X-Y", `${Q}in-X-Y`],
+      ["acme", `${Q}in-acme`],
+      ["ACME", `${Q}in-ACME`],
+      ["a".repeat(77), `${Q}in-${"a".repeat(77)}`],
+    ])("%j → %s", (account, url) => {
+      expect(destination.queueUrlFor({ ...base, account })).toBe(url);
+    });
+
+    it.each([
+      ["x.y", /"\."/],
+      [".", /"\."/],
+      ["..", /"\."/],
+      ["%2e", /"%"/],
+      ["a/b", /"\/"/],
+      ["中文", /"中"/],
+      ["", /empty/],
+      ["a".repeat(78), /81 characters/],
+    ])("%j is refused", (account, why) => {
+      const message = outcome(() => destination.queueUrlFor({ ...base, account }));
+      expect(message).toMatch(why);
+      expect(message).toContain(`partners.accounts.${shown(account)}.destination.queueUrl`);
+    });
+
+    it("a FIFO queue's name keeps its .fifo within 80 characters", () => {
+      const fifo = sqs(`${Q}in-{account}.fifo`);
+      expect(fifo.queueUrlFor({ ...base, account: "a".repeat(72) })).toBe(`${Q}in-${"a".repeat(72)}.fifo`);
+      expect(outcome(() => fifo.queueUrlFor({ ...base, account: "a".repeat(73) }))).toMatch(/81 characters/);
+    });
+
+    it("an account in the host is refused (hosts ignore case, so ACME and acme would meet)", () => {
+      const inHost = sqs("https://{account}.sqs.example.test/123456789012/in");
+      expect(outcome(() => inHost.queueUrlFor({ ...base, account: "acme" }))).toMatch(/host/);
+    });
+
+    it("collision pairs never share a queue: x.y/x-y, x-y/x_y/X-Y, acme/ACME", () => {
+      const names = ["x.y", "x-y", "x_y", "X-Y", "acme", "ACME", ".", "..", "%2e", "a/b", "中文", ""];
+      expectInjective(
+        new Map(names.map((n) => [n, outcome(() => destination.queueUrlFor({ ...base, account: n }))])),
+      );
+    });
+  });
+
+  it("a refused name costs no request, and is the kind of error the partner's breaker does not count", async () => {
+    // Partner counts a DeliveryError toward its breaker only when it is retryable.
+    const send = vi.fn();
+    const s3 = new S3Destination(
+      { s3: { send } as unknown as S3Client },
+      {
+        type: "s3",
+        bucket: "b-{account}",
+        keyTemplate: "{account}/{batchId}",
+        gzip: true,
+        serverSideEncryption: "",
+        kmsKeyId: "",
+      },
+    );
+    const sqsSend = vi.fn();
+    const sqs = new SqsDestination(
+      { sqs: { send: sqsSend } as unknown as SQSClient },
+      { type: "sqs", queueUrl: "https://sqs.us-east-1.amazonaws.com/1/in-{account}" },
+    );
+    for (const destination of [s3, sqs]) {
+      const err = await deliveryError(destination.deliver(batch(1, { account: ".." }), signal()));
+      expect(err).toMatchObject({ retryable: false, account: "..", destination: destination.kind });
+    }
+    expect(send).not.toHaveBeenCalled();
+    expect(sqsSend).not.toHaveBeenCalled();
+  });
+});
+
+describe("S3 metadata values", () => {
+  it.each([
+    ["acme", "acme"],
+    ["a b", "a b"],
+    ["orders", "orders"],
+    ["中文", "=?UTF-8?B?5Lit5paH?="],
+    ["é", "=?UTF-8?B?w6k=?="],
+    [" edge", "=?UTF-8?B?IGVkZ2U=?="],
+    ["line\nbreak", "=?UTF-8?B?bGluZQpicmVhaw==?="],
+    ["=?UTF-8?B?5Lit5paH?=", "=?UTF-8?B?PT9VVEYtOD9CPzVMaXQ1cGFIPz0=?="],
+  ])("%j is sent as %j and reads back as itself", (value, sent) => {
+    expect(encodeMetadataValue(value)).toBe(sent);
+    expect(decodeMetadataValue(sent)).toBe(value);
+  });
+
+  it("decodes what S3 may send back: Q encoding, Latin-1, several words", () => {
+    expect(decodeMetadataValue("=?UTF-8?Q?=E4=B8=AD=E6=96=87?=")).toBe("中文");
+    expect(decodeMetadataValue("=?ISO-8859-1?Q?caf=E9?=")).toBe("café");
+    expect(decodeMetadataValue("=?UTF-8?B?5Lit?= =?UTF-8?B?5paH?=")).toBe("中文");
+  });
+
+  it("sends any account's metadata in a form Node can put in a header", async () => {
+    const inputs: PutObjectCommandInput[] = [];
+    const send = vi.fn(async (command: PutObjectCommand) => {
+      inputs.push(command.input);
+      return {};
+    });
+    const s3 = new S3Destination(
+      { s3: { send } as unknown as S3Client },
+      {
+        type: "s3",
+        bucket: "shared",
+        keyTemplate: "{account}/{batchId}",
+        gzip: false,
+        serverSideEncryption: "",
+        kmsKeyId: "",
+      },
+    );
+    await s3.deliver(batch(2, { account: "中文" }), signal());
+    const metadata = inputs[0]?.Metadata ?? {};
+    expect(metadata).toEqual({ records: "2", queue: "orders", account: "=?UTF-8?B?5Lit5paH?=" });
+    for (const value of Object.values(metadata)) expect(value).toMatch(/^[\x20-\x7e]*$/);
+    expect(decodeMetadataValue(metadata.account as string)).toBe("中文");
+  });
+});
+
+describe("isRetryableS3Error", () => {
+  const s3Error = (name: string, status: number) =>
+    Object.assign(new Error(name), {
+      name,
+      $fault: status < 500 ? "client" : "server",
+      $metadata: { httpStatusCode: status },
+    });
+  const invalidHeader = Object.assign(
+    new TypeError('Invalid character in header content ["x-amz-meta-account"]'),
+    {
+      code: "ERR_INVALID_CHAR",
+      $metadata: { attempts: 1 },
+    },
+  );
+
+  it.each([
+    ["a header Node refuses to send (ERR_INVALID_CHAR)", invalidHeader],
+    ["InvalidBucketName", s3Error("InvalidBucketName", 400)],
+    ["KeyTooLongError", s3Error("KeyTooLongError", 400)],
+    ["EntityTooLarge", s3Error("EntityTooLarge", 400)],
+    ["MetadataTooLarge", s3Error("MetadataTooLarge", 400)],
+    ["InvalidArgument", s3Error("InvalidArgument", 400)],
+    ["any other 400", s3Error("SomethingNew", 400)],
+  ])("%s can never succeed: not retryable", (_what, err) => {
+    expect(isRetryableS3Error(err)).toBe(false);
+  });
+
+  it.each([
+    ["SlowDown 503", s3Error("SlowDown", 503)],
+    ["InternalError 500", s3Error("InternalError", 500)],
+    ["ServiceUnavailable 503", s3Error("ServiceUnavailable", 503)],
+    ["RequestTimeout 400", s3Error("RequestTimeout", 400)],
+    ["ExpiredToken 400", s3Error("ExpiredToken", 400)],
+    ["AccessDenied 403 (an operator fixes it)", s3Error("AccessDenied", 403)],
+    ["NoSuchBucket 404 (an operator creates it)", s3Error("NoSuchBucket", 404)],
+    ["a timeout", Object.assign(new Error("socket hang up"), { name: "TimeoutError" })],
+    ["a reset connection", Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" })],
+    ["a TypeError without a Node code", new TypeError("something unexpected")],
+    ["a non-error", "boom"],
+  ])("%s: retryable", (_what, err) => {
+    expect(isRetryableS3Error(err)).toBe(true);
+  });
+
+  it("a PutObject that S3 refuses as invalid rejects not retryable, naming the code", async () => {
+    const failure = s3Error("InvalidArgument", 400);
+    const s3 = new S3Destination(
+      { s3: { send: vi.fn().mockRejectedValue(failure) } as unknown as S3Client },
+      {
+        type: "s3",
+        bucket: "shared",
+        keyTemplate: "{account}/{batchId}",
+        gzip: true,
+        serverSideEncryption: "",
+        kmsKeyId: "",
+      },
+    );
+    const err = await deliveryError(s3.deliver(batch(1), signal()));
+    expect(err).toMatchObject({ retryable: false, destination: "s3" });
+    expect(err.message).toContain("InvalidArgument");
+  });
+});
+
+describe("redactUrl", () => {
+  it.each([
+    ["https://partner.test/ingest?key=s3cr3t&x=1", "https://partner.test/ingest?key=REDACTED&x=REDACTED"],
+    ["https://user:pa55@partner.test/ingest", "https://user:REDACTED@partner.test/ingest"],
+    ["https://user:pa55@w0rd@partner.test/x?a=b", "https://user:REDACTED@partner.test/x?a=REDACTED"],
+    ["https://user@partner.test/ingest", "https://user@partner.test/ingest"],
+    ["https://partner.test/ingest", "https://partner.test/ingest"],
+    ["https://partner.test/ingest?s3cr3t", "https://partner.test/ingest?REDACTED"],
+    ["https://partner.test/?a=&b=1&&c=x=y", "https://partner.test/?a=&b=REDACTED&&c=REDACTED"],
+    ["https://partner.test/#access_token=s3cr3t", "https://partner.test/#access_token=REDACTED"],
+    ["https://partner.test/{account}?key={queue}", "https://partner.test/{account}?key=REDACTED"],
+    ["https://sqs.us-east-1.amazonaws.com/1234/in-acme", "https://sqs.us-east-1.amazonaws.com/1234/in-acme"],
+    ["not a url ?token=s3cr3t", "not a url ?token=REDACTED"],
+    ["", ""],
+    ["://::@@??##", "://::@@?REDACTED#REDACTED"],
+    ["http://[::1", "http://[::1"],
+  ])("%s → %s", (url, redacted) => {
+    expect(redactUrl(url)).toBe(redacted);
+  });
+
+  it("never throws, whatever it is given", () => {
+    for (const url of ["%", "http://%zz", "\uD800", "?", "#", "@", "a:b@c", undefined as unknown as string]) {
+      expect(() => redactUrl(url)).not.toThrow();
+    }
+  });
+});
+
+describe("HttpDestination redacts its URL's secrets", () => {
+  const http = (url: string) =>
+    new HttpDestination(
+      { env: {} },
+      {
+        type: "http",
+        url,
+        headers: {},
+        authTokenEnv: "",
+        authScheme: "Bearer",
+        format: "ndjson",
+        timeoutMs: 2000,
+      },
+    );
+
+  /** Everything a log line or /partners could show of the error: message, stack, causes and their fields. */
+  const texts = (err: DeliveryError) => [err.message, String(err), inspect(err, { depth: 10 })];
+
+  it("a failing HTTP destination with ?key=s3cr3t&x=1: no error text holds the secret", async () => {
+    const server = createServer((_req, res) => res.writeHead(500).end());
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const answered = await deliveryError(
+        http(`http://127.0.0.1:${port}/ingest/{account}?key=s3cr3t&x=1`).deliver(batch(1), signal()),
+      );
+      expect(answered.message).toBe(
+        `POST http://127.0.0.1:${port}/ingest/acme?key=REDACTED&x=REDACTED answered 500`,
+      );
+      for (const text of texts(answered)) expect(text).not.toContain("s3cr3t");
+    } finally {
+      server.close();
+    }
+    // Nor when no answer comes, nor when the URL cannot even be parsed (its parse error quotes it).
+    for (const url of ["http://127.0.0.1:1/ingest?key=s3cr3t&x=1", "http://bad host/ingest?key=s3cr3t&x=1"]) {
+      const err = await deliveryError(http(url).deliver(batch(1), signal()));
+      expect(err.retryable).toBe(true);
+      expect(err.message).toContain("key=REDACTED");
+      for (const text of texts(err)) expect(text).not.toContain("s3cr3t");
+    }
+  });
+
+  it("a password in the URL is redacted too", async () => {
+    const err = await deliveryError(
+      http("http://user:pa55w0rd@127.0.0.1:1/ingest").deliver(batch(1), signal()),
+    );
+    for (const text of texts(err)) expect(text).not.toContain("pa55w0rd");
+    expect(err.message).toContain("user:REDACTED@");
+  });
+});
+
+describe("SqsDestination redacts its queue URL's secrets", () => {
+  it("an error names the queue URL with its query values redacted", async () => {
+    const url = "https://sqs.us-east-1.amazonaws.com/123456789012/in-acme?token=s3cr3t";
+    const send = vi
+      .fn()
+      .mockRejectedValue(Object.assign(new Error(`cannot reach ${url}`), { name: "TimeoutError" }));
+    const destination = new SqsDestination(
+      { sqs: { send } as unknown as SQSClient },
+      { type: "sqs", queueUrl: url },
+    );
+    const err = await deliveryError(destination.deliver(batch(1), signal()));
+    expect(err.message).toContain("in-acme?token=REDACTED");
+    expect(err.message).not.toContain("s3cr3t");
   });
 });
