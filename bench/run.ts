@@ -149,7 +149,6 @@ const octorelay: OctorelaySettings = {
     maxRecords: 1000,
     maxBytes: 5 * 1024 * 1024,
     emptyFlushLimit: 5,
-    maxConcurrentFlushes: 2,
   },
 };
 

@@ -55,7 +55,6 @@ export interface OctorelaySettings {
     maxRecords: number;
     maxBytes: number;
     emptyFlushLimit: number;
-    maxConcurrentFlushes: number;
   };
 }
 

@@ -1,8 +1,9 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Config, loadConfig } from "../../src/config.ts";
+import { APP_ROOT, type Config, loadConfig } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 
 /** A config dir of its own per test, so nothing reads the real config/ or handlers/. */
@@ -822,5 +823,533 @@ describe("loadConfig: partners", () => {
   it("takes an account whose name contains a dot", () => {
     const box = sandbox(withPartners({ accounts: { "globex.io": { maxRecords: 10 } } }));
     expect(load(box).partners.overrides.get("globex.io")?.dispatch).toEqual({ maxRecords: 10 });
+  });
+});
+
+/** The problems of a load that must fail, joined with the ConfigError's message: for "never shows" checks. */
+function everythingSaid(run: () => unknown): string {
+  try {
+    run();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return `${(err as Error).message}\n${(err as ConfigError).problems.join("\n")}\n${(err as Error).stack}`;
+  }
+  expect.fail("loadConfig did not throw");
+}
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/config/", import.meta.url));
+
+describe("loadConfig: partner settings are refused on a queue, naming where they belong", () => {
+  // Bug: queues[0].dispatch.rateLimit was accepted and ignored (the partner's limits come from the
+  // top-level dispatch and the account's entry): 5 messages with {requests: 1, intervalMs: 5000}
+  // went out as 5 requests within 40 ms.
+  it.each([
+    ["rateLimit", { requests: 1, intervalMs: 5000 }],
+    ["breaker", { failures: 2 }],
+    ["maxConcurrentFlushes", 1],
+  ])("queues[0].dispatch.%s", (key, value) => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", dispatch: { maxRecords: 1, [key]: value } }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      `queues[0].dispatch.${key}`,
+      "not a queue setting",
+      `set dispatch.${key} (every partner)`,
+      `partners.accounts.<account>.${key} (one partner)`,
+    );
+  });
+
+  it("still takes them at the top level and per partner, and gives each queue the top-level ones", () => {
+    const box = sandbox({
+      ...minimal(),
+      dispatch: { rateLimit: { requests: 3 }, breaker: { failures: 2 }, maxConcurrentFlushes: 4 },
+      partners: { accounts: { acme: { rateLimit: { requests: 1 }, maxConcurrentFlushes: 1 } } },
+    });
+    const config = load(box);
+    expect(config.dispatch).toMatchObject({ rateLimit: { requests: 3 }, maxConcurrentFlushes: 4 });
+    expect(config.queues[0]?.dispatch).toMatchObject({
+      rateLimit: { requests: 3, records: 0, intervalMs: 1000 },
+      breaker: { failures: 2, cooldownMs: 30_000 },
+      maxConcurrentFlushes: 4,
+    });
+    expect(config.partners.overrides.get("acme")?.dispatch).toEqual({
+      rateLimit: { requests: 1 },
+      maxConcurrentFlushes: 1,
+    });
+  });
+});
+
+describe("loadConfig: destination fields no destination reads are refused", () => {
+  it("gzip on a queue's http destination", () => {
+    const box = sandbox({
+      queues: [
+        {
+          queue: "q",
+          handler: "echo.ts",
+          destination: { type: "http", url: "https://partner.example/{account}", gzip: true },
+        },
+      ],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].destination.gzip",
+      'not used by "http" destinations',
+      '"s3"',
+      "remove it",
+    );
+  });
+
+  it("a bucket on a partner's sqs destination", () => {
+    const box = sandbox({
+      ...minimal(),
+      partners: {
+        accounts: {
+          acme: {
+            destination: { type: "sqs", queueUrl: "https://sqs.example/1/{account}", bucket: "acme-b" },
+          },
+        },
+      },
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "partners.accounts.acme.destination.bucket",
+      'not used by "sqs" destinations',
+      'set destination.type to "s3"',
+    );
+  });
+
+  it("a partner's bucket over a queue whose destination is http (the partner sets no type)", () => {
+    const box = sandbox({
+      queues: [
+        {
+          queue: "q",
+          handler: "echo.ts",
+          destination: { type: "http", url: "https://partner.example/{account}" },
+        },
+      ],
+      partners: { accounts: { acme: { destination: { bucket: "acme-bucket" } } } },
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "partners.accounts.acme.destination.bucket",
+      '"http"',
+    );
+  });
+
+  it("a top-level http field while every destination is s3", () => {
+    const box = sandbox({ ...minimal(), destination: { bucket: "b", timeoutMs: 5000 } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "destination.timeoutMs",
+      'not used by "s3" destinations',
+    );
+  });
+
+  it("OCTORELAY_S3_BUCKET while every destination is http, naming the variable", () => {
+    const box = sandbox({
+      queues: [
+        {
+          queue: "q",
+          handler: "echo.ts",
+          destination: { type: "http", url: "https://partner.example/{account}" },
+        },
+      ],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box, { OCTORELAY_S3_BUCKET: "stray-bucket" })),
+      "destination.bucket",
+      "OCTORELAY_S3_BUCKET",
+    );
+  });
+
+  it("authScheme without authTokenEnv (no token, so no Authorization header)", () => {
+    const box = sandbox({
+      ...minimal(),
+      partners: {
+        accounts: {
+          acme: { destination: { type: "http", url: "https://acme.example/in", authScheme: "Token" } },
+        },
+      },
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "partners.accounts.acme.destination.authScheme",
+      "authTokenEnv",
+    );
+  });
+
+  it("accepts a top-level field that only a partner's destination type reads", () => {
+    const box = sandbox({
+      destination: { bucket: "b", timeoutMs: 2500, authTokenEnv: "PARTNER_TOKEN" },
+      queues: [{ queue: "q", handler: "echo.ts" }],
+      partners: { accounts: { acme: { destination: { type: "http", url: "https://acme.example/in" } } } },
+    });
+    const config = load(box);
+    expect(config.partners.overrides.get("acme")?.destination).toEqual({
+      type: "http",
+      url: "https://acme.example/in",
+    });
+    expect(config.queues[0]?.destination).toMatchObject({ type: "s3", timeoutMs: 2500 });
+  });
+
+  it("shows a destination URL without its password or query values", () => {
+    const box = sandbox({
+      ...minimal(),
+      partners: {
+        accounts: {
+          acme: { destination: { type: "http", url: "ftp://user:hunter2@acme.example/in?key=k3y" } },
+        },
+      },
+    });
+    const said = everythingSaid(() => load(box));
+    expect(said).toContain("partners.accounts.acme.destination.url: must be an http(s) URL");
+    expect(said).toContain("user:***@acme.example");
+    expect(said).not.toContain("hunter2");
+    expect(said).not.toContain("k3y");
+  });
+});
+
+describe("loadConfig: other keys accepted and ignored before", () => {
+  it("a queue's retryMaxMs above SQS's 12 hours (it was silently cut to 12 hours)", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", retryMaxMs: 86_400_000 }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].retryMaxMs",
+      "43200000",
+      "got 86400000",
+    );
+  });
+
+  it("env in a config file (the files are picked before any is read)", () => {
+    const box = sandbox({ ...minimal(), env: "production" });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "env",
+      "NODE_ENV",
+    );
+  });
+
+  it("ops.partnerMetricsAccounts that is not a list of account names", () => {
+    const box = sandbox({ ...minimal(), ops: { partnerMetricsAccounts: [42] } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "ops.partnerMetricsAccounts",
+      "array of strings",
+    );
+  });
+
+  it("a section given as a scalar", () => {
+    const box = sandbox({ ...minimal(), dispatch: 5 });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "dispatch",
+      "must be an object",
+      "got a number 5",
+    );
+  });
+
+  it("a partner's rateLimit given as a number", () => {
+    const box = sandbox({ ...minimal(), partners: { accounts: { acme: { rateLimit: 5 } } } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "partners.accounts.acme.rateLimit",
+      "must be an object",
+      '"requests"',
+    );
+  });
+});
+
+describe("loadConfig: a relative handler path must stay inside handlersDir", () => {
+  it("refuses ../ out of handlersDir, naming the key, the value and the fix", () => {
+    const box = sandbox(minimal());
+    const outside = join(dirname(box.handlersDir), "outside.ts");
+    writeFileSync(outside, "export default async function handle() {}\n");
+    box.write("default.json", {
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "../outside.ts" }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].handler",
+      '"../outside.ts"',
+      "outside handlersDir",
+      box.handlersDir,
+      "absolute path",
+    );
+  });
+
+  it("refuses a symlink in handlersDir that points outside it", () => {
+    const box = sandbox(minimal());
+    const outside = join(dirname(box.handlersDir), "elsewhere.ts");
+    writeFileSync(outside, "export default async function handle() {}\n");
+    symlinkSync(outside, join(box.handlersDir, "link.ts"));
+    box.write("default.json", { destination: { bucket: "b" }, queues: [{ queue: "q", handler: "link.ts" }] });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].handler",
+      '"link.ts"',
+      "symlink",
+      "outside handlersDir",
+    );
+  });
+
+  it("takes a symlink that stays inside handlersDir (a mounted ConfigMap's ..data links)", () => {
+    const box = sandbox(minimal());
+    mkdirSync(join(box.handlersDir, "..data"));
+    writeFileSync(join(box.handlersDir, "..data", "real.ts"), "export default async function handle() {}\n");
+    symlinkSync(join(box.handlersDir, "..data", "real.ts"), join(box.handlersDir, "mounted.ts"));
+    box.write("default.json", {
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "mounted.ts" }],
+    });
+    expect(load(box).queues[0]?.handlerPath).toBe(join(box.handlersDir, "mounted.ts"));
+  });
+
+  it("takes an absolute path outside handlersDir as the operator's explicit choice", () => {
+    const box = sandbox(minimal());
+    const outside = join(dirname(box.handlersDir), "chosen.ts");
+    writeFileSync(outside, "export default async function handle() {}\n");
+    box.write("default.json", { destination: { bucket: "b" }, queues: [{ queue: "q", handler: outside }] });
+    expect(load(box).queues[0]?.handlerPath).toBe(outside);
+  });
+});
+
+describe("loadConfig: per-queue byte budget, cluster and ops token", () => {
+  it("maxUnackedBytes defaults to 64 MiB and takes a value", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [
+        { queue: "a", handler: "echo.ts" },
+        { queue: "b", handler: "echo.ts", maxUnackedBytes: 8_388_608 },
+      ],
+    });
+    expect(load(box).queues.map((q) => q.maxUnackedBytes)).toEqual([67_108_864, 8_388_608]);
+  });
+
+  it("maxUnackedBytes below 1 MiB (one SQS message can be 1 MiB)", () => {
+    const box = sandbox({
+      destination: { bucket: "b" },
+      queues: [{ queue: "q", handler: "echo.ts", maxUnackedBytes: 65_536 }],
+    });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "queues[0].maxUnackedBytes",
+      "at least 1048576",
+      "got 65536",
+    );
+  });
+
+  it("cluster: in-memory by default; OCTORELAY_REDIS_URL and OCTORELAY_REDIS_KEY_PREFIX set it", () => {
+    const box = sandbox(minimal());
+    expect(load(box).cluster).toEqual({ redisUrl: "", keyPrefix: "octorelay" });
+    expect(
+      load(box, {
+        OCTORELAY_REDIS_URL: "rediss://:pw@redis.internal:6380/0",
+        OCTORELAY_REDIS_KEY_PREFIX: "or-prod",
+      }).cluster,
+    ).toEqual({ redisUrl: "rediss://:pw@redis.internal:6380/0", keyPrefix: "or-prod" });
+  });
+
+  it.each([
+    "http://relay:s3cr3t-Pa55@redis.internal:6379",
+    "redis//relay:s3cr3t-Pa55@redis.internal:6379",
+    "redis://:s3cr3t-Pa55#x@redis.internal:6379",
+    "redis://:s3cr3t-Pa55@:6379",
+  ])("a redis URL that is not valid (%s): the message names the key, never the password", (url) => {
+    const box = sandbox(minimal());
+    const said = everythingSaid(() => load(box, { OCTORELAY_REDIS_URL: url }));
+    expect(said).toContain("cluster.redis.url: must be a redis://host:port or rediss://host:port URL");
+    expect(said).toContain("***");
+    expect(said).not.toContain("s3cr3t");
+    expect(said).not.toContain("Pa55");
+  });
+
+  it("cluster.redis.keyPrefix that is empty", () => {
+    const box = sandbox({ ...minimal(), cluster: { redis: { keyPrefix: "" } } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "cluster.redis.keyPrefix",
+      "non-empty",
+    );
+  });
+
+  it("ops: no token and open reads by default; OCTORELAY_OPS_TOKEN and requireTokenForRead set them", () => {
+    const box = sandbox(minimal());
+    expect(load(box).ops).toMatchObject({ token: "", requireTokenForRead: false });
+    box.write("default.json", { ...minimal(), ops: { requireTokenForRead: true } });
+    expect(load(box, { OCTORELAY_OPS_TOKEN: "tok-9f8e7d6c5b4a" }).ops).toMatchObject({
+      token: "tok-9f8e7d6c5b4a",
+      requireTokenForRead: true,
+    });
+  });
+
+  it("ops.requireTokenForRead is a strict boolean", () => {
+    const box = sandbox({ ...minimal(), ops: { requireTokenForRead: "yes" } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "ops.requireTokenForRead",
+      "true or false",
+    );
+  });
+
+  it("ops.requireTokenForRead without a token", () => {
+    const box = sandbox({ ...minimal(), ops: { requireTokenForRead: true } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "ops.requireTokenForRead",
+      "OCTORELAY_OPS_TOKEN",
+    );
+  });
+
+  it.each([
+    ["a trailing newline (from a secret file)", { OCTORELAY_OPS_TOKEN: "tok-never-shown-1234\n" }, {}],
+    ["a number in a file", {}, { ops: { token: 918273645 } }],
+  ])("ops.token with %s: the message never shows the token", (_what, env, extra) => {
+    const box = sandbox({ ...minimal(), ...extra });
+    const problems = problemsOf(() => load(box, env));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^ops\.token: /);
+    const said = everythingSaid(() => load(box, env));
+    expect(said).not.toContain("tok-never-shown-1234");
+    expect(said).not.toContain("918273645");
+  });
+});
+
+describe("loadConfig: no queue or bucket unless asked for", () => {
+  // Bug: config/default.json declared the sample queues (orders, clicks, events) and bucket, so a
+  // config without queues, or with a malformed `queues`, drained an account's real "orders" queue.
+  it("the app's own config/ declares no queue and no bucket", () => {
+    const problems = problemsOf(() => loadConfig({ env: {}, files: [] }));
+    expectOneProblem(problems, "queues", "none declared", '"queues": [{ "queue": "orders", "handler": ');
+    const defaults = JSON.parse(readFileSync(join(APP_ROOT, "config", "default.json"), "utf8"));
+    expect(defaults).not.toHaveProperty("queues");
+    expect(defaults.destination?.bucket).toBeUndefined();
+  });
+
+  it("queues given as an object, over the app's own config/: refused, never the samples", () => {
+    const box = sandbox({});
+    const file = box.write("site.json", { queues: { queue: "a", handler: "passthrough.ts" } });
+    const problems = problemsOf(() => loadConfig({ env: { OCTORELAY_CONFIG: file } }));
+    expect(problems).toEqual([
+      'queues: must be an array of { "queue": ..., "handler": ... } entries; got an object',
+    ]);
+  });
+
+  it("queues given as an object, over a default.json that declares queues", () => {
+    const box = sandbox(minimal());
+    const file = box.write("site.json", { queues: { queue: "a", handler: "echo.ts" } });
+    expectOneProblem(
+      problemsOf(() => load(box, { OCTORELAY_CONFIG: file })),
+      "queues",
+      'must be an array of { "queue": ..., "handler": ... } entries; got an object',
+    );
+  });
+
+  it("config/demo.json holds the sample queues and bucket, for the demo to load explicitly", () => {
+    const config = loadConfig({ env: {}, files: [join(APP_ROOT, "config", "demo.json")] });
+    expect(config.queues.map((q) => q.name)).toEqual(["orders", "clicks", "events"]);
+    expect(config.queues.map((q) => q.handlerPath)).toEqual(
+      ["order-events.ts", "click-filter.ts", "passthrough.ts"].map((h) => join(APP_ROOT, "handlers", h)),
+    );
+    expect(config.queues[0]?.destination.bucket).toBe("octorelay-deliveries");
+  });
+});
+
+describe("loadConfig: config files with comments (JSON5)", () => {
+  // Bug: the README's own config/production.json example was refused: `Unexpected token '/'`.
+  it("loads the README's config/production.json example, comments and all", () => {
+    const box = sandbox({});
+    writeFileSync(join(box.handlersDir, "order-events.ts"), "export default async function handle() {}\n");
+    const config = loadConfig({
+      configDir: box.configDir,
+      files: [join(FIXTURES, "readme-production.jsonc")],
+      env: { ...box.env, OCTORELAY_PARTNERS_FILE: join(FIXTURES, "partners-with-comments.json5") },
+    });
+    expect(config.dispatch.rateLimit.requests).toBe(20);
+    expect(config.queues.map((q) => q.name)).toEqual(["orders"]);
+    expect(config.partners.park).toEqual({ bucket: "deliveries-parked", prefix: "parked/" });
+    expect(config.partners.overrides.get("acme")).toEqual({
+      dispatch: {
+        rateLimit: { requests: 5, records: 500, intervalMs: 1000 },
+        maxRecords: 100,
+        onOutage: "park",
+      },
+      destination: { type: "http", url: "https://acme.example/ingest", authTokenEnv: "ACME_TOKEN" },
+    });
+    expect(config.partners.overrides.get("globex.io")?.destination?.type).toBe("sqs");
+    expect(config.partners.overrides.get("initech")?.dispatch).toEqual({
+      rateLimit: { requests: 2, intervalMs: 1000 },
+      maxRecords: 50,
+    });
+    expect(config.partners.overrides.get("umbrella.io")?.destination?.type).toBe("sqs");
+  });
+
+  it("a config file that does not parse, naming the file, the line and the column", () => {
+    const box = sandbox(minimal());
+    const file = box.write("production.json", '{\n  "log": { "level": "warn" },\n    /x\n}\n');
+    const problems = problemsOf(() => load(box, { NODE_ENV: "production" }));
+    expect(problems).toEqual([`cannot read config: ${file}:3:6: invalid character 'x'`]);
+  });
+
+  it("a partners file that does not parse, naming the file, the line and the column", () => {
+    const box = sandbox(minimal());
+    const file = box.write("partners.json", '{\n  "acme": { "maxRecords": 10 }\n  "globex": {}\n}\n');
+    box.write("default.json", { ...minimal(), partners: { file } });
+    expectOneProblem(
+      problemsOf(() => load(box)),
+      "partners.file",
+      `${file}:3:3: invalid character '\\"'`,
+    );
+  });
+
+  it("a config file that holds something other than an object", () => {
+    const box = sandbox(minimal());
+    const file = box.write("site.json", "[1, 2]");
+    expect(problemsOf(() => load(box, { OCTORELAY_CONFIG: file }))).toEqual([
+      `cannot read config: ${file}: must hold an object { ... }; got an array`,
+    ]);
+  });
+});
+
+describe("loadConfig: partners file entries, checked without a convict instance each", () => {
+  it("reports every bad entry of a large file by account, with the same messages as inline entries", () => {
+    const box = sandbox(minimal());
+    const entries: Record<string, unknown> = {};
+    for (let i = 0; i < 2000; i++) entries[`acct-${i}`] = { rateLimit: { requests: i % 50 } };
+    entries["acct-7"] = { rateLimit: { requests: -1 } };
+    entries["acct-8"] = { maxRecord: 5 };
+    entries["acct-9"] = { destination: { type: "http" } };
+    const file = box.write("partners.json", entries);
+    box.write("default.json", {
+      ...minimal(),
+      partners: { file, accounts: { acme: { rateLimit: { requests: -1 } } } },
+    });
+    const problems = problemsOf(() => load(box));
+    expect(problems).toHaveLength(4);
+    const inline = problems.find((p) => p.startsWith("partners.accounts.acme.rateLimit.requests: "));
+    const fromFile = problems.find((p) => p.startsWith("partners.file[acct-7].rateLimit.requests: "));
+    expect(fromFile?.slice(fromFile.indexOf(": "))).toBe(inline?.slice(inline.indexOf(": ")));
+    expect(problems).toContainEqual(
+      expect.stringMatching(/^partners\.file\[acct-8\]\.maxRecord: unknown key/),
+    );
+    expect(problems).toContainEqual(
+      expect.stringMatching(/^partners\.file\[acct-9\]\.destination\.url: .*required/),
+    );
+  });
+
+  it('string values from a file are coerced like convict does ("5" is 5, "true" is true)', () => {
+    const box = sandbox({
+      ...minimal(),
+      partners: { accounts: { acme: { maxRecords: "5", destination: { gzip: "false" } } } },
+    });
+    expect(load(box).partners.overrides.get("acme")).toEqual({
+      dispatch: { maxRecords: 5 },
+      destination: { gzip: false },
+    });
   });
 });
