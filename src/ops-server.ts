@@ -1,75 +1,223 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
-import type { Service } from "./service.ts";
+import type { PartnerState } from "./partner.ts";
+import type { PartnerSnapshot, Service } from "./service.ts";
 
 /** An event loop that stalled this long since the last look is reported unhealthy. */
 const STALL_LIMIT_MS = 10_000;
+
+/**
+ * What one client may take of the server. The port is open without auth (0.0.0.0 by default), so
+ * every bound is far above what Prometheus or a probe needs and far below what would hurt the relay.
+ */
+export interface OpsLimits {
+  /** Request line plus headers, bytes; more is answered 431. */
+  maxHeaderBytes: number;
+  /** Request target (path and query), characters; longer is answered 414. */
+  maxTargetChars: number;
+  /** The whole request head must arrive within this, ms; slower clients (slowloris) get 408 and are dropped. */
+  headersTimeoutMs: number;
+  /** The whole request must arrive within this, ms. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this, ms. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic either way (a client that stopped reading) is destroyed after this, ms. */
+  idleTimeoutMs: number;
+  /** Connections open at once; more are refused, so a flood cannot take the relay's file descriptors. */
+  maxConnections: number;
+}
+
+export const DEFAULT_OPS_LIMITS: OpsLimits = {
+  maxHeaderBytes: 16_384,
+  maxTargetChars: 2_048,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 15_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  maxConnections: 256,
+};
 
 export interface OpsServer {
   url: string;
   close(): Promise<void>;
 }
 
+/** A request as the routes see it: the target already split, never a raw `req.url`. */
+export interface OpsRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  /** For routes that check `authorization` (the operator actions behind `ops.token`). */
+  headers: IncomingHttpHeaders;
+}
+
+export interface JsonReply {
+  status: number;
+  json: unknown;
+  headers?: Record<string, string>;
+}
+
+export type OpsReply = JsonReply | { status: number; text: string; contentType: string };
+
+/** One endpoint. The table is the only place an endpoint is declared (404s list it, 405s read `methods`). */
+export interface OpsRoute {
+  methods: readonly string[];
+  handle(req: OpsRequest): OpsReply | Promise<OpsReply>;
+}
+
+const READ_METHODS = ["GET", "HEAD"] as const;
+
 /**
  * The operator's endpoints: /metrics (Prometheus), /healthz (alive, event loop not stalled),
- * /readyz (queues serving, not draining), /partners (per-partner state, `?state=` filters).
+ * /readyz (queues serving, not draining), /partners (per-partner state; filtered, sorted, paged).
+ * Every request gets an answer (4xx for a bad one, 500 if a route throws) and none can crash the
+ * process or hold a connection past the limits.
  */
 export async function startOpsServer(
   deps: { service: Service; metrics: Metrics; log: Logger },
-  options: { host: string; port: number },
+  options: { host: string; port: number; limits?: Partial<OpsLimits> },
 ): Promise<OpsServer> {
-  const { service, metrics, log } = deps;
+  const { service, metrics } = deps;
+  const log = deps.log.child({ component: "ops" });
+  const limits = { ...DEFAULT_OPS_LIMITS, ...options.limits };
   const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   loopDelay.enable();
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://ops");
-    const json = (status: number, body: unknown) => {
-      res.writeHead(status, { "content-type": "application/json" }).end(`${JSON.stringify(body)}\n`);
-    };
-    switch (url.pathname) {
-      case "/metrics":
-        metrics.registry.metrics().then(
-          (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
-          (err: unknown) => {
-            log.error({ err }, "metrics collection failed");
-            res.writeHead(500).end();
-          },
-        );
-        return;
-      case "/healthz": {
-        const stalledMs = loopDelay.max / 1e6;
-        loopDelay.reset();
-        json(stalledMs > STALL_LIMIT_MS ? 503 : 200, {
-          ok: stalledMs <= STALL_LIMIT_MS,
-          eventLoopMaxDelayMs: Math.round(stalledMs),
+
+  const routes = new Map<string, OpsRoute>([
+    [
+      "/metrics",
+      {
+        methods: READ_METHODS,
+        handle: async () => ({
+          status: 200,
+          text: await metrics.registry.metrics(),
+          contentType: metrics.registry.contentType,
+        }),
+      },
+    ],
+    [
+      "/healthz",
+      {
+        methods: READ_METHODS,
+        handle: () => {
+          const stalledMs = loopDelay.max / 1e6;
+          loopDelay.reset();
+          const ok = stalledMs <= STALL_LIMIT_MS;
+          return { status: ok ? 200 : 503, json: { ok, eventLoopMaxDelayMs: Math.round(stalledMs) } };
+        },
+      },
+    ],
+    [
+      "/readyz",
+      {
+        methods: READ_METHODS,
+        handle: () => {
+          const readiness = service.readiness();
+          return { status: readiness.ready ? 200 : 503, json: readiness };
+        },
+      },
+    ],
+    [
+      "/partners",
+      { methods: READ_METHODS, handle: (req) => partnersPage(service.partnerSnapshots(), req.query) },
+    ],
+  ]);
+  const endpoints = [...routes.keys()];
+  const allMethods = [...new Set([...routes.values()].flatMap((r) => r.methods))];
+
+  const route = async (req: IncomingMessage): Promise<OpsReply> => {
+    const method = req.method ?? "";
+    const target = parseTarget(req.url ?? "", limits.maxTargetChars);
+    if ("status" in target) return target;
+    // HTTP/1.1 requires it (RFC 9112 §3.2); checked here rather than by Node so the answer is JSON too.
+    if (req.httpVersion === "1.1" && req.headers.host === undefined) {
+      return errorReply(400, "Host header required");
+    }
+    if (target.asterisk) {
+      // `OPTIONS *` and the like: the server as a whole only reads.
+      return errorReply(405, `${method} * is not served`, { allow: allMethods.join(", ") });
+    }
+    const found = routes.get(target.path);
+    if (!found) return { status: 404, json: { error: "not found", endpoints } };
+    if (!found.methods.includes(method)) {
+      return errorReply(405, `${method} is not allowed on ${target.path}`, {
+        allow: found.methods.join(", "),
+      });
+    }
+    return found.handle({ method, path: target.path, query: target.query, headers: req.headers });
+  };
+
+  /** The response being written on a socket: a parse error on it then must not write a second head. */
+  const answering = new WeakMap<Socket, ServerResponse>();
+  const server: Server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      requireHostHeader: false,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // How often Node checks the two timeouts above; its 30 s default would let a slow client stay 30 s longer.
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+    (req, res) => {
+      answering.set(req.socket, res);
+      res.once("close", () => {
+        if (answering.get(req.socket) === res) answering.delete(req.socket);
+      });
+      route(req)
+        .catch((err: unknown): OpsReply => {
+          log.error({ err, method: req.method, path: clip(req.url ?? "") }, "ops request failed");
+          return errorReply(500, "internal error; see the service log");
+        })
+        .then((reply) => send(res, reply))
+        .catch((err: unknown) => {
+          log.error({ err, method: req.method }, "ops response could not be written");
+          res.destroy();
         });
-        return;
+    },
+  );
+  server.maxConnections = limits.maxConnections;
+  // No 'timeout' listener: Node destroys a socket idle this long.
+  server.setTimeout(limits.idleTimeoutMs);
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    try {
+      if (err.code !== "ECONNRESET" && socket.writable && !answering.has(socket)) {
+        socket.write(rawErrorResponse(clientErrorReply(err, limits)));
       }
-      case "/readyz": {
-        const readiness = service.readiness();
-        json(readiness.ready ? 200 : 503, readiness);
-        return;
-      }
-      case "/partners": {
-        const state = url.searchParams.get("state");
-        const partners = service.partnerSnapshots().filter((p) => !state || p.state === state);
-        json(200, { partners });
-        return;
-      }
-      default:
-        json(404, { error: "not found", endpoints: ["/metrics", "/healthz", "/readyz", "/partners"] });
+      log.debug({ code: err.code }, "ops: malformed or slow request refused");
+    } finally {
+      socket.destroy();
     }
   });
+  let dropWarnedAtMs = 0;
+  server.on("drop", () => {
+    if (Date.now() - dropWarnedAtMs < 60_000) return;
+    dropWarnedAtMs = Date.now();
+    log.warn({ maxConnections: limits.maxConnections }, "ops server at its connection limit; refusing more");
+  });
+
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(options.port, options.host, () => resolve());
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
   });
+  // After listen, an accept failure (EMFILE) is an 'error' event: without a listener it would crash.
+  server.on("error", (err) => log.error({ err }, "ops server error"));
   const { port } = server.address() as AddressInfo;
   const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`;
-  log.info({ url }, "ops server listening: /metrics /healthz /readyz /partners");
+  log.info({ url }, `ops server listening: ${endpoints.join(" ")}`);
   return {
     url,
     close: () =>
@@ -79,4 +227,224 @@ export async function startOpsServer(
         server.close(() => resolve());
       }),
   };
+}
+
+/** What a client sent, cut to a length fit for a log line or an error message. */
+function clip(value: string, maxChars = 80): string {
+  return value.length > maxChars ? `${value.slice(0, maxChars)}…` : value;
+}
+
+function send(res: ServerResponse, reply: OpsReply): void {
+  if (res.headersSent || res.destroyed) return;
+  const body = "text" in reply ? reply.text : `${JSON.stringify(reply.json)}\n`;
+  res.writeHead(reply.status, {
+    "content-type": "text" in reply ? reply.contentType : "application/json",
+    "content-length": Buffer.byteLength(body),
+    // A refused request may come with a body nobody will read: do not keep its connection.
+    ...(reply.status >= 400 ? { connection: "close" } : {}),
+    ...("headers" in reply ? reply.headers : {}),
+  });
+  res.end(body);
+}
+
+function errorReply(status: number, error: string, headers?: Record<string, string>): JsonReply {
+  return { status, json: { error }, ...(headers ? { headers } : {}) };
+}
+
+function clientErrorReply(err: NodeJS.ErrnoException, limits: OpsLimits): { status: number; error: string } {
+  switch (err.code) {
+    case "HPE_HEADER_OVERFLOW":
+      return { status: 431, error: `request line and headers over ${limits.maxHeaderBytes} bytes` };
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return { status: 408, error: `request not received within ${limits.headersTimeoutMs} ms` };
+    default:
+      return { status: 400, error: `malformed HTTP request (${err.code ?? "parse error"})` };
+  }
+}
+
+/** A whole response written straight to a socket that never became a request. */
+function rawErrorResponse({ status, error }: { status: number; error: string }): string {
+  const body = `${JSON.stringify({ error })}\n`;
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  );
+}
+
+export type ParsedTarget =
+  | { path: string; query: URLSearchParams; asterisk: false }
+  | { path: "*"; query: URLSearchParams; asterisk: true };
+
+/**
+ * Splits a raw request target into path and query without `new URL(raw, base)`, which throws on
+ * `//`, `//x/../y` and the like. Origin form (`/p?q`), absolute form (`http://h/p?q`, the host is
+ * ignored) and `*` are accepted; the path is matched as sent (no dot-segment or percent decoding:
+ * no route needs them). Query values are decoded by URLSearchParams, which never throws (a bad
+ * escape such as `%zz` or `%E0%A4%A` stays as it is or becomes U+FFFD).
+ */
+export function parseTarget(raw: string, maxChars: number): ParsedTarget | JsonReply {
+  if (raw.length > maxChars) return errorReply(414, `request target over ${maxChars} characters`);
+  if (raw === "*") return { path: "*", query: new URLSearchParams(), asterisk: true };
+  let rest = raw;
+  const origin = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(rest);
+  if (origin) {
+    rest = rest.slice(origin[0].length);
+    if (!rest.startsWith("/")) rest = `/${rest}`;
+  }
+  if (!rest.startsWith("/")) return errorReply(400, 'request target must be a path starting with "/"');
+  const hash = rest.indexOf("#");
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf("?");
+  return {
+    path: q < 0 ? rest : rest.slice(0, q),
+    query: new URLSearchParams(q < 0 ? "" : rest.slice(q + 1)),
+    asterisk: false,
+  };
+}
+
+// ---- /partners: filter, sort, page ------------------------------------------------------------
+
+/** Every state a partner can be in; `satisfies` makes a new PartnerState fail to compile until listed here. */
+const PARTNER_STATES = {
+  active: true,
+  idle: true,
+  "breaker-open": true,
+  parked: true,
+} satisfies Record<PartnerState, true>;
+
+const byAccount = (a: PartnerSnapshot, b: PartnerSnapshot) =>
+  a.account < b.account ? -1 : a.account > b.account ? 1 : 0;
+
+/** Each order ends on the account, so pages of an unchanged set never overlap or skip. */
+const SORTS = {
+  held: (a: PartnerSnapshot, b: PartnerSnapshot) =>
+    b.buffered + b.inFlight - (a.buffered + a.inFlight) || byAccount(a, b),
+  oldest: (a: PartnerSnapshot, b: PartnerSnapshot) => {
+    const x = a.oldestBufferedAgeMs;
+    const y = b.oldestBufferedAgeMs;
+    if (x === undefined || y === undefined) return x === y ? byAccount(a, b) : x === undefined ? 1 : -1;
+    return y - x || byAccount(a, b);
+  },
+  account: byAccount,
+} satisfies Record<string, (a: PartnerSnapshot, b: PartnerSnapshot) => number>;
+
+type PartnerSort = keyof typeof SORTS;
+
+export const PARTNERS_PAGE = { defaultLimit: 100, maxLimit: 1000 } as const;
+
+export interface PartnerQuery {
+  /** Any of these states; undefined = every state. */
+  states: Set<string> | undefined;
+  prefix: string | undefined;
+  account: string | undefined;
+  sort: PartnerSort;
+  limit: number;
+  offset: number;
+}
+
+const PARAMS = ["state", "prefix", "account", "sort", "limit", "offset"] as const;
+
+/** A value as echoed in an error: quoted, escaped, and short (it is whatever the client sent). */
+const shown = (value: string) => JSON.stringify(clip(value));
+
+/**
+ * Reads the /partners query; an empty value counts as not given. `knownStates` are the states a
+ * snapshot may report: the declared ones plus any the current snapshot holds.
+ */
+export function parsePartnerQuery(
+  query: URLSearchParams,
+  knownStates: readonly string[],
+): PartnerQuery | { error: string } {
+  const values = new Map<string, string>();
+  for (const [key, value] of query) {
+    if (!(PARAMS as readonly string[]).includes(key)) {
+      return { error: `unknown parameter ${shown(key)}; valid: ${PARAMS.join(", ")}` };
+    }
+    if (values.has(key)) return { error: `${key}: given more than once; give it once` };
+    if (value !== "") values.set(key, value);
+  }
+  const out: PartnerQuery = {
+    states: undefined,
+    prefix: values.get("prefix"),
+    account: values.get("account"),
+    sort: "held",
+    limit: PARTNERS_PAGE.defaultLimit,
+    offset: 0,
+  };
+  const state = values.get("state");
+  if (state !== undefined) {
+    const wanted = state.split(",");
+    const bad = wanted.find((s) => !knownStates.includes(s));
+    if (bad !== undefined) {
+      return {
+        error: `state: must be one of ${knownStates.join(", ")} (several: comma-separated); got ${shown(state)}`,
+      };
+    }
+    out.states = new Set(wanted);
+  }
+  const sort = values.get("sort");
+  if (sort !== undefined) {
+    if (!Object.hasOwn(SORTS, sort)) {
+      return { error: `sort: must be one of ${Object.keys(SORTS).join(", ")}; got ${shown(sort)}` };
+    }
+    out.sort = sort as PartnerSort;
+  }
+  const limit = values.get("limit");
+  if (limit !== undefined) {
+    const n = /^\d{1,7}$/.test(limit) ? Number(limit) : Number.NaN;
+    if (!(n >= 1 && n <= PARTNERS_PAGE.maxLimit)) {
+      return {
+        error: `limit: must be a whole number from 1 to ${PARTNERS_PAGE.maxLimit}; got ${shown(limit)}`,
+      };
+    }
+    out.limit = n;
+  }
+  const offset = values.get("offset");
+  if (offset !== undefined) {
+    const n = /^\d{1,15}$/.test(offset) ? Number(offset) : Number.NaN;
+    if (!(n >= 0)) return { error: `offset: must be a whole number from 0; got ${shown(offset)}` };
+    out.offset = n;
+  }
+  return out;
+}
+
+export interface PartnersPage {
+  /** Partners matching the filters, across all pages. */
+  total: number;
+  offset: number;
+  limit: number;
+  partners: PartnerSnapshot[];
+  /** Path and query of the next page; absent on the last one. */
+  next?: string;
+}
+
+/** One page of the snapshot, filtered and sorted as asked; a bad parameter is a 400 naming it. */
+export function partnersPage(snapshots: PartnerSnapshot[], query: URLSearchParams): OpsReply {
+  const knownStates = [...new Set([...Object.keys(PARTNER_STATES), ...snapshots.map((p) => p.state)])];
+  const q = parsePartnerQuery(query, knownStates);
+  if ("error" in q) return errorReply(400, q.error);
+  const matching = snapshots.filter(
+    (p) =>
+      (q.states === undefined || q.states.has(p.state)) &&
+      (q.account === undefined || p.account === q.account) &&
+      (q.prefix === undefined || p.account.startsWith(q.prefix)),
+  );
+  matching.sort(SORTS[q.sort]);
+  const page: PartnersPage = {
+    total: matching.length,
+    offset: q.offset,
+    limit: q.limit,
+    partners: matching.slice(q.offset, q.offset + q.limit),
+  };
+  if (q.offset + q.limit < matching.length) {
+    const params = new URLSearchParams();
+    if (q.states) params.set("state", [...q.states].join(","));
+    if (q.prefix !== undefined) params.set("prefix", q.prefix);
+    if (q.account !== undefined) params.set("account", q.account);
+    params.set("sort", q.sort);
+    params.set("limit", String(q.limit));
+    params.set("offset", String(q.offset + q.limit));
+    page.next = `/partners?${params}`;
+  }
+  return { status: 200, json: page };
 }
