@@ -3,9 +3,9 @@ import type { Logger } from "pino";
 import { backoffMs } from "./backoff.ts";
 import type { DispatchConfig } from "./config.ts";
 import type { Batch, Destination } from "./destinations/destination.ts";
-import { BreakerOpenError, DeliveryError } from "./errors.ts";
-import type { Partner } from "./partner.ts";
-import { sleep } from "./sleep.ts";
+import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "./errors.ts";
+import { MAX_RETRY_AFTER_MS, type Partner } from "./partner.ts";
+import { sleep, timerMs } from "./sleep.ts";
 import type { RelayStats } from "./stats.ts";
 import type { TickWheel } from "./tick-wheel.ts";
 
@@ -216,12 +216,15 @@ export class Dispatcher<T> {
     this.#abort ??= new AbortController();
     const signal = this.#abort.signal;
     this.#inFlight++;
+    // What the partner holds of the queue's budget (Router.held) includes batches being retried.
+    this.#inFlightRecords += records.length;
     void this.#deliver(
       batch,
       records.map((r) => r.ticket),
       signal,
     ).finally(() => {
       this.#inFlight--;
+      this.#inFlightRecords -= records.length;
       if (this.#inFlight === 0 && !signal.aborted) this.#abort = undefined;
       if (this.#full() || (this.#drained && this.#buffer.length > 0)) this.#cut();
       if (this.#buffer.length === 0 && this.#inFlight === 0 && this.#drained) {
@@ -264,18 +267,29 @@ export class Dispatcher<T> {
     this.#deps.onAbandoned(tickets, signal.aborted ? "stopping" : "giving-up");
   }
 
-  /** Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. */
+  /**
+   * Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. Once
+   * it has failed, `giveUpAfterMs` is a hard bound: neither a backoff, a Retry-After, nor a wait for
+   * the partner's limits (a pause, a window) carries it past that instant.
+   */
   async #deliver(batch: Batch, tickets: T[], signal: AbortSignal): Promise<void> {
     const log = this.#logger();
     let failingSinceMs: number | undefined;
+    let lastFailure: DeliveryError | undefined;
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) {
         this.#deps.onAbandoned(tickets, "stopping");
         return;
       }
+      const giveUpAtMs =
+        failingSinceMs === undefined ? undefined : failingSinceMs + this.#options.giveUpAfterMs;
+      if (giveUpAtMs !== undefined && lastFailure && Date.now() >= giveUpAtMs) {
+        await this.#giveUp(batch, tickets, lastFailure, signal);
+        return;
+      }
       const startedMs = performance.now();
       try {
-        await this.#partner.deliver(this.#destination, batch, signal);
+        await this.#attempt(batch, signal, giveUpAtMs);
         this.#deps.stats.observer.flushDone(
           this.#destination.kind,
           "delivered",
@@ -290,8 +304,16 @@ export class Dispatcher<T> {
         this.#deps.onDelivered(tickets);
         return;
       } catch (err) {
-        const breakerOpen = err instanceof BreakerOpenError;
-        if (!breakerOpen) {
+        // The wait for the partner's limits ran into the give-up bound: the last failure stands.
+        const cutShort = giveUpAtMs !== undefined && Date.now() >= giveUpAtMs && !signal.aborted;
+        if (cutShort && lastFailure && !(err instanceof DeliveryError)) {
+          await this.#giveUp(batch, tickets, lastFailure, signal);
+          return;
+        }
+        // Refused before any call: an open breaker (the partner logs it once), or limits that could
+        // not be granted (the store is down; the partner is not called). Not a failed flush.
+        const notCalled = err instanceof BreakerOpenError || err instanceof LimitsUnavailableError;
+        if (!notCalled) {
           this.#deps.stats.flushFailures++;
           this.#deps.stats.observer.flushDone(
             this.#destination.kind,
@@ -318,17 +340,25 @@ export class Dispatcher<T> {
           this.#deps.onRejected(tickets, error);
           return;
         }
+        lastFailure = error;
         failingSinceMs ??= Date.now();
-        if (Date.now() - failingSinceMs >= this.#options.giveUpAfterMs) {
+        const leftMs = failingSinceMs + this.#options.giveUpAfterMs - Date.now();
+        if (leftMs <= 0) {
           await this.#giveUp(batch, tickets, error, signal);
           return;
         }
-        const delayMs = Math.max(
-          backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs),
-          error.retryAfterMs ?? 0,
+        const delayMs = Math.min(
+          leftMs,
+          Math.max(
+            backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs),
+            Math.min(error.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS),
+          ),
         );
-        // An open breaker is one condition, logged by the partner when it opens; not every retry.
-        if (!breakerOpen) {
+        // An open breaker is one condition, logged by the partner when it opens; a limits store that
+        // is down is logged on a batch's first try, not on every retry.
+        const quiet =
+          err instanceof BreakerOpenError || (err instanceof LimitsUnavailableError && attempt > 1);
+        if (!quiet) {
           log[attempt === 1 ? "warn" : "error"](
             { err: error, batchId: batch.batchId, attempt, retryInMs: delayMs },
             "flush failed; retrying",
@@ -336,6 +366,18 @@ export class Dispatcher<T> {
         }
         await sleep(delayMs, signal);
       }
+    }
+  }
+
+  /** One try. Once the batch is failing, its wait for the partner's limits ends at `giveUpAtMs`. */
+  async #attempt(batch: Batch, signal: AbortSignal, giveUpAtMs: number | undefined): Promise<void> {
+    if (giveUpAtMs === undefined) return this.#partner.deliver(this.#destination, batch, signal);
+    const giveUp = new AbortController();
+    const timer = setTimeout(() => giveUp.abort(), timerMs(giveUpAtMs - Date.now()));
+    try {
+      await this.#partner.deliver(this.#destination, batch, signal, giveUp.signal);
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

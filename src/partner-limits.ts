@@ -35,16 +35,19 @@ export interface Pause {
 
 export interface PartnerLimits {
   /**
-   * Resolves once one request carrying `records` records may start for `account`: a concurrency
-   * slot is free and both windows have room, counting a request from its start until `intervalMs`
-   * after it completes. FIFO per account within a process. Rejects with `signal.reason` when
-   * aborted, or with a LimitsUnavailableError when the shared store cannot be reached (a limited
-   * partner is then not called: a limit is never exceeded because the store is down).
+   * Resolves once one request carrying `records` records may start for `account`: no pause is in
+   * force, a concurrency slot is free and both windows have room, counting a request from its start
+   * until `intervalMs` after it completes. FIFO per account within a process. Rejects with
+   * `signal.reason` when aborted, or with a LimitsUnavailableError when the shared store cannot be
+   * reached (a limited partner is then not called: a limit is never exceeded because the store is down).
    */
   acquire(account: string, spec: LimitSpec, records: number, signal: AbortSignal): Promise<Permit>;
-  /** No request to `account` before `untilMs` (keeps the later of two pauses). */
+  /** No request to `account` before `untilMs` (keeps the later of two pauses of the same reason). */
   pause(account: string, pause: Pause): Promise<void>;
-  /** Lifts an operator pause early (resume); a Retry-After or breaker pause runs its course. */
+  /**
+   * Lifts an operator pause early (resume); a Retry-After or breaker pause runs its course, so
+   * pauses are kept per reason, and `pauseOf` reports the one ending last.
+   */
   resume(account: string): Promise<void>;
   /** The pause in force for `account` now, if any. May be served from a short local cache. */
   pauseOf(account: string): Promise<Pause | undefined>;

@@ -13,7 +13,9 @@ import type { Destination } from "./destinations/destination.ts";
 import { HttpDestination } from "./destinations/http.ts";
 import { S3Destination } from "./destinations/s3.ts";
 import { SqsDestination } from "./destinations/sqs.ts";
+import { InMemoryPartnerLimits } from "./in-memory-limits.ts";
 import { Partner } from "./partner.ts";
+import type { PartnerLimits } from "./partner-limits.ts";
 
 export interface PartnerDirectoryDeps {
   sqs: SQSClient;
@@ -21,7 +23,22 @@ export interface PartnerDirectoryDeps {
   log: Logger;
   /** Where HTTP destinations read their tokens (the profile names the variable). */
   env: NodeJS.ProcessEnv;
+  /**
+   * Every partner's concurrency, rate limits and pauses, keyed by account (default: kept in this
+   * process, the window before the directory's creation counted as full). A shared implementation
+   * (Redis) holds them across replicas.
+   */
+  limits?: PartnerLimits;
 }
+
+/** A failure of a partner that may have been forgotten since: what `/partners` can still show. */
+export interface RecentError {
+  message: string;
+  atMs: number;
+}
+
+/** Recent errors kept for partners no longer active: enough for an operator, bounded whatever the traffic. */
+const RECENT_ERRORS = 1000;
 
 /** What one (queue, account) dispatcher runs with. */
 export interface Profile {
@@ -31,7 +48,8 @@ export interface Profile {
 
 /**
  * Resolves each account's profile (its queue's settings, then the account's overrides) and holds one
- * Partner per account: the limits and breaker that all of the account's dispatchers share.
+ * Partner per active account: the delivery stack (limits, breaker) its dispatchers share. The limits
+ * themselves are in `limits`, keyed by account, so they outlive a forgotten Partner.
  */
 export class PartnerDirectory {
   readonly #deps: PartnerDirectoryDeps;
@@ -41,10 +59,20 @@ export class PartnerDirectory {
   readonly #config: PartnersConfig;
   readonly #startedAtMs = Date.now();
   readonly #queueProfiles = new WeakMap<QueueConfig, Profile>();
+  /** Last error of partners forgotten since, least recently failed first (a Map keeps insertion order). */
+  readonly #recentErrors = new Map<string, RecentError>();
+  readonly #recentErrorsMax: number;
   readonly park: S3Destination;
+  readonly limits: PartnerLimits;
 
-  constructor(deps: PartnerDirectoryDeps, config: { dispatch: DispatchConfig; partners: PartnersConfig }) {
+  constructor(
+    deps: PartnerDirectoryDeps,
+    config: { dispatch: DispatchConfig; partners: PartnersConfig },
+    options: { recentErrors?: number } = {},
+  ) {
     this.#deps = deps;
+    this.limits = deps.limits ?? new InMemoryPartnerLimits({ startedAtMs: this.#startedAtMs });
+    this.#recentErrorsMax = options.recentErrors ?? RECENT_ERRORS;
     this.#defaults = config.dispatch;
     this.#config = config.partners;
     this.park = new S3Destination(
@@ -60,12 +88,18 @@ export class PartnerDirectory {
     );
   }
 
-  /** The account's shared limits, created on first use. */
+  /** The account's delivery stack (limits, breaker), created on first use. */
   partner(account: string): Partner {
     let partner = this.#partners.get(account);
     if (!partner) {
-      const limits = merge(this.#defaults, this.#config.overrides.get(account)?.dispatch);
-      partner = new Partner({ log: this.#deps.log, startedAtMs: this.#startedAtMs }, account, limits);
+      const profile = merge(this.#defaults, this.#config.overrides.get(account)?.dispatch);
+      partner = new Partner({ log: this.#deps.log, limits: this.limits }, account, profile);
+      // A failure from before the partner was last forgotten is still its last error.
+      const recent = this.#recentErrors.get(account);
+      if (recent) {
+        partner.lastError = recent;
+        this.#recentErrors.delete(account);
+      }
       this.#partners.set(account, partner);
     }
     return partner;
@@ -79,15 +113,37 @@ export class PartnerDirectory {
   }
 
   /**
-   * A dispatcher of this account stopped. With none left and nothing to remember (no open breaker,
-   * no parked batches, no recent error), the partner is forgotten too: memory follows active accounts.
+   * A dispatcher of this account stopped. With none left and no parked batches to count, the
+   * partner is forgotten, whatever its last error or breaker: memory follows active accounts. What
+   * must outlive it does: its window and pauses (an open breaker's included) are in the limits, and
+   * its last error goes to the bounded recent errors.
    */
   detach(account: string): void {
     const partner = this.#partners.get(account);
     if (!partner) return;
     partner.dispatchers--;
-    if (partner.dispatchers === 0 && partner.state() === "idle" && !partner.lastError) {
-      this.#partners.delete(account);
+    if (partner.dispatchers > 0 || partner.parkedBatches > 0) return;
+    this.#partners.delete(account);
+    if (partner.lastError) this.#rememberError(account, partner.lastError);
+  }
+
+  /** The last error of the account: its live partner's, or the one kept since it was forgotten. */
+  recentError(account: string): RecentError | undefined {
+    const partner = this.#partners.get(account);
+    return partner ? partner.lastError : this.#recentErrors.get(account);
+  }
+
+  /** Last errors of forgotten partners (at most `recentErrors`, 1,000 by default), oldest first. */
+  recentErrors(): IterableIterator<[account: string, error: RecentError]> {
+    return this.#recentErrors.entries();
+  }
+
+  #rememberError(account: string, error: RecentError): void {
+    this.#recentErrors.delete(account);
+    this.#recentErrors.set(account, error);
+    if (this.#recentErrors.size > this.#recentErrorsMax) {
+      const oldest = this.#recentErrors.keys().next();
+      if (!oldest.done) this.#recentErrors.delete(oldest.value);
     }
   }
 

@@ -6,9 +6,14 @@
  * its start until `intervalMs` after it completes, so wherever it arrived in between, no window at
  * the partner can hold more than `limit`. The cost is the request latency on top of each window.
  */
+import { timerMs } from "./sleep.ts";
+
+/** Call once the request completed; `sent: false` when it was never sent, so it does not count. */
+export type WindowDone = (sent?: boolean) => void;
+
 interface Waiter {
   weight: number;
-  grant: (done: () => void) => void;
+  grant: (done: WindowDone) => void;
 }
 
 export class WindowLimiter {
@@ -30,21 +35,26 @@ export class WindowLimiter {
    * Resolves, in FIFO order, once `weight` more units fit in the window, with the function to call
    * when the request completes. A weight above the limit is let through alone, or it never could be.
    */
-  acquire(weight: number, signal?: AbortSignal): Promise<() => void> {
+  acquire(weight: number, signal?: AbortSignal): Promise<WindowDone> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { weight, grant: resolve };
-      this.#waiting.push(waiter);
-      signal?.addEventListener(
-        "abort",
-        () => {
-          const i = this.#waiting.indexOf(waiter);
-          if (i >= 0) {
-            this.#waiting.splice(i, 1);
-            reject(signal.reason);
-          }
+      const onAbort = () => {
+        const i = this.#waiting.indexOf(waiter);
+        if (i < 0) return;
+        this.#waiting.splice(i, 1);
+        reject(signal?.reason);
+        // The head of the line may have been what held the others back.
+        this.#pump();
+      };
+      const waiter: Waiter = {
+        weight,
+        grant: (done) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(done);
         },
-        { once: true },
-      );
+      };
+      this.#waiting.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.#pump();
     });
   }
@@ -64,14 +74,30 @@ export class WindowLimiter {
       const entry = { weight: next.weight, endMs: Number.POSITIVE_INFINITY };
       this.#entries.push(entry);
       used += next.weight;
-      next.grant(() => {
-        entry.endMs = Date.now();
+      let done = false;
+      next.grant((sent = true) => {
+        if (done) return;
+        done = true;
+        if (sent) entry.endMs = Date.now();
+        else this.#entries.splice(this.#entries.indexOf(entry), 1);
         this.#pump();
       });
     }
     if (this.#waiting.length === 0) return;
     // Otherwise wake when the earliest completed request leaves the window; a completion also wakes us.
     const expiry = Math.min(...this.#entries.map((e) => e.endMs + this.#intervalMs + 1));
-    if (Number.isFinite(expiry)) this.#timer = setTimeout(() => this.#pump(), Math.max(1, expiry - now));
+    if (Number.isFinite(expiry))
+      this.#timer = setTimeout(() => this.#pump(), Math.max(1, timerMs(expiry - now)));
+  }
+
+  /**
+   * From when on this limiter remembers nothing: every request counted has left the window and none
+   * waits. Infinity while one is in flight or waiting; at or before now when it is quiet already.
+   */
+  quietAtMs(): number {
+    if (this.#waiting.length > 0) return Number.POSITIVE_INFINITY;
+    let last = Number.NEGATIVE_INFINITY;
+    for (const e of this.#entries) last = Math.max(last, e.endMs);
+    return last + this.#intervalMs + 1;
   }
 }

@@ -1,11 +1,17 @@
+import type { S3Client } from "@aws-sdk/client-s3";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DispatchConfig } from "../../src/config.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { renderKey } from "../../src/destinations/s3.ts";
-import { Dispatcher, type DispatcherDeps } from "../../src/dispatcher.ts";
-import { DeliveryError } from "../../src/errors.ts";
+import { Dispatcher, type DispatcherDeps, type DispatcherOptions } from "../../src/dispatcher.ts";
+import { DeliveryError, LimitsUnavailableError } from "../../src/errors.ts";
+import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
+import { Partner } from "../../src/partner.ts";
+import { PartnerDirectory } from "../../src/partners.ts";
 import { Router } from "../../src/router.ts";
+import { MAX_TIMER_MS, sleep } from "../../src/sleep.ts";
 import { newRelayStats, type RelayStats } from "../../src/stats.ts";
 
 const log = pino({ level: "silent" });
@@ -91,7 +97,11 @@ const unlimited = {
 
 const line = (n: number) => `${JSON.stringify({ n })}\n`;
 
-function setup(options: Partial<DispatchConfig> = {}, destination = new FakeDestination()) {
+function setup(
+  options: Partial<DispatchConfig> = {},
+  destination = new FakeDestination(),
+  partner: DispatcherOptions["partner"] = unlimited,
+) {
   const stats: RelayStats = newRelayStats();
   const delivered: number[][] = [];
   const onDelivered = vi.fn((tickets: number[]) => {
@@ -107,7 +117,7 @@ function setup(options: Partial<DispatchConfig> = {}, destination = new FakeDest
       account: "acme",
       dispatch: { ...baseOptions, ...options },
       destination,
-      partner: unlimited,
+      partner,
     },
   );
   const add = (...tickets: number[]) => {
@@ -666,5 +676,221 @@ describe("Router", () => {
 
   it("delivers every output exactly once across hand-overs with the shared tick wheel", async () => {
     await handOvers();
+  });
+});
+
+/** The account's real delivery stack (limits → breaker → destination) on limits started an hour ago. */
+function realPartner(
+  options: Partial<DispatchConfig> = {},
+  limits = new InMemoryPartnerLimits({ startedAtMs: Date.now() - 3_600_000 }),
+) {
+  const dispatch = { ...baseOptions, ...options };
+  return { limits, partner: new Partner({ log, limits }, "acme", dispatch) };
+}
+
+const tooManyRequests = (retryAfterMs: number) =>
+  new DeliveryError("POST https://partner.example/acme answered 429", {
+    destination: "fake",
+    account: "acme",
+    retryable: true,
+    status: 429,
+    retryAfterMs,
+  });
+
+describe("Dispatcher: the give-up bound wins over any wait", () => {
+  it("gives a batch up at giveUpAfterMs, not after a Retry-After of an hour", async () => {
+    const options = { maxRecords: 2, giveUpAfterMs: 5000 };
+    const destination = new FakeDestination();
+    destination.failures = Number.POSITIVE_INFINITY;
+    destination.failWith = () => tooManyRequests(3_600_000);
+    const { partner } = realPartner(options);
+    const { onAbandoned, add } = setup(options, destination, partner);
+    add(1, 2);
+    const ms = await msUntil(() => onAbandoned.mock.calls.length > 0, 60_000);
+    expect(ms).toBe(5000);
+    expect(onAbandoned).toHaveBeenCalledWith([1, 2], "giving-up");
+    expect(destination.calls).toHaveLength(1);
+  });
+
+  it("a Retry-After of 99999999 s is no hot loop: one request, then the batch is given up at giveUpAfterMs", async () => {
+    const options = { maxRecords: 2, giveUpAfterMs: 5000 };
+    const destination = new FakeDestination();
+    destination.failures = Number.POSITIVE_INFINITY;
+    destination.failWith = () => tooManyRequests(99_999_999_000);
+    const { partner } = realPartner(options);
+    const { onAbandoned, add } = setup(options, destination, partner);
+    add(1, 2);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(destination.calls.length).toBeLessThanOrEqual(2);
+    expect(onAbandoned).toHaveBeenCalledWith([1, 2], "giving-up");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(destination.calls.length).toBeLessThanOrEqual(2);
+  });
+
+  it("gives up at giveUpAfterMs while its retry waits for the partner's limits (a pause set elsewhere)", async () => {
+    const options = { maxRecords: 2, giveUpAfterMs: 5000, retryBaseMs: 100, retryMaxMs: 100 };
+    const destination = new FakeDestination();
+    destination.failures = 1;
+    const { limits, partner } = realPartner(options);
+    const { onAbandoned, onDelivered, add } = setup(options, destination, partner);
+    add(1, 2);
+    await settle();
+    // Another replica's breaker (or an operator) pauses the partner for an hour.
+    await limits.pause("acme", { reason: "operator", untilMs: Date.now() + 3_600_000 });
+    const ms = await msUntil(() => onAbandoned.mock.calls.length > 0, 60_000);
+    expect(ms).toBe(5000);
+    expect(onAbandoned).toHaveBeenCalledWith([1, 2], "giving-up");
+    expect(destination.calls).toHaveLength(1);
+    expect(onDelivered).not.toHaveBeenCalled();
+  });
+
+  it("a wait for the limits is not failing time: a batch that never failed is not given up", async () => {
+    const options = { maxRecords: 2, giveUpAfterMs: 5000 };
+    const { limits, partner } = realPartner(options);
+    await limits.pause("acme", { reason: "operator", untilMs: Date.now() + 20_000 });
+    const { onAbandoned, delivered, add } = setup(options, new FakeDestination(), partner);
+    add(1, 2);
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(onAbandoned).not.toHaveBeenCalled();
+    expect(delivered).toEqual([[1, 2]]);
+  });
+});
+
+describe("Dispatcher: limits that cannot be granted", () => {
+  it("retries on LimitsUnavailableError without counting a failed flush, and delivers once the store is back", async () => {
+    let refusals = 3;
+    const partner = {
+      deliver: (destination: Destination, batch: Batch, signal: AbortSignal) => {
+        if (refusals-- > 0) return Promise.reject(new LimitsUnavailableError("redis: connect ECONNREFUSED"));
+        return destination.deliver(batch, signal);
+      },
+    };
+    const { destination, delivered, stats, onAbandoned, onRejected, dispatcher, add } = setup(
+      { maxRecords: 2 },
+      new FakeDestination(),
+      partner,
+    );
+    add(1, 2);
+    await settle();
+    expect(dispatcher.lastError).toMatch(/ECONNREFUSED/);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(delivered).toEqual([[1, 2]]);
+    expect(destination.calls).toHaveLength(1);
+    expect(stats.flushFailures).toBe(0);
+    expect(onAbandoned).not.toHaveBeenCalled();
+    expect(onRejected).not.toHaveBeenCalled();
+  });
+});
+
+describe("Router: what a partner holds", () => {
+  it("held() counts records in flight and being retried, not only buffered ones", async () => {
+    const destination = new FakeDestination();
+    destination.hold = true;
+    const router = new Router<number>(
+      {
+        resolve: () => ({
+          dispatch: { ...baseOptions, maxRecords: 3 },
+          destination,
+          partner: { ...unlimited },
+        }),
+        park: new FakeDestination(),
+        log,
+        stats: newRelayStats(),
+        onDelivered: () => {},
+        onRejected: () => {},
+        onAbandoned: () => {},
+      },
+      { queue: "orders" },
+    );
+    for (let i = 1; i <= 8; i++) router.route("acme", line(i), i);
+    // Two batches of 3 in flight (maxConcurrentFlushes 2), 2 buffered.
+    expect(router.get("acme")?.inFlightRecords).toBe(6);
+    expect(router.held("acme")).toBe(8);
+
+    // A batch that fails is held while it waits for its retry.
+    destination.hold = false;
+    destination.failures = 1;
+    destination.pending[0]?.reject(new Error("socket hang up"));
+    await settle();
+    expect(router.held("acme")).toBe(8);
+
+    for (const call of destination.pending) call.resolve();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(router.held("acme")).toBe(0);
+  });
+});
+
+describe("Router with a PartnerDirectory: a partner's rate limit across idle gaps", () => {
+  /** Largest number of calls in any closed window [t, t + windowMs]. */
+  const maxInWindow = (times: number[], windowMs: number) =>
+    Math.max(0, ...times.map((t) => times.filter((u) => u >= t && u <= t + windowMs).length));
+
+  it("holds `requests` per window although the partner's dispatchers stop (and it is forgotten) between messages", async () => {
+    // As measured: 1 request per 20 s, flush 500 ms, emptyFlushLimit 2, one message every 7 s.
+    const dispatch: DispatchConfig = {
+      ...baseOptions,
+      flushIntervalMs: 500,
+      emptyFlushLimit: 2,
+      rateLimit: { requests: 1, records: 0, intervalMs: 20_000 },
+    };
+    const partners = new PartnerDirectory(
+      { sqs: {} as SQSClient, s3: {} as S3Client, log, env: {} },
+      { dispatch, partners: { overrides: new Map(), park: { bucket: "parked", prefix: "parked/" } } },
+    );
+    const destination = new FakeDestination();
+    const callTimes: number[] = [];
+    const deliver = destination.deliver.bind(destination);
+    destination.deliver = (batch, signal) => {
+      callTimes.push(Date.now());
+      return deliver(batch, signal);
+    };
+    const delivered: number[] = [];
+    const router = new Router<number>(
+      {
+        resolve: (account) => ({ dispatch, destination, partner: partners.attach(account) }),
+        onForgotten: (account) => partners.detach(account),
+        park: new FakeDestination(),
+        log,
+        stats: newRelayStats(),
+        onDelivered: (tickets) => {
+          delivered.push(...tickets);
+        },
+        onRejected: () => {},
+        onAbandoned: () => {},
+      },
+      { queue: "orders" },
+    );
+    const startMs = Date.now();
+    // After the start-up window (counted as full), one message every 7 s.
+    const messages = 6;
+    for (let i = 0; i < messages; i++) setTimeout(() => router.route("acme", line(i), i), 21_000 + i * 7000);
+
+    // Between the first two messages the dispatcher stopped and the partner was forgotten.
+    await vi.advanceTimersByTimeAsync(27_000);
+    expect(delivered).toEqual([0]);
+    expect(router.active).toBe(0);
+    expect([...partners.partners()]).toHaveLength(0);
+
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect([...delivered].sort()).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(
+      maxInWindow(callTimes, 20_000),
+      `calls at ${callTimes.map((t) => t - startMs).join(", ")} ms`,
+    ).toBeLessThanOrEqual(1);
+  });
+});
+
+describe("sleep", () => {
+  it("waits out a delay longer than setTimeout's largest, instead of firing after 1 ms", async () => {
+    let woke = false;
+    void sleep(MAX_TIMER_MS + 10_000, new AbortController().signal).then(() => {
+      woke = true;
+    });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(woke).toBe(false);
+    await vi.advanceTimersByTimeAsync(MAX_TIMER_MS + 10_000 - 1 - 1000);
+    expect(woke).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(woke).toBe(true);
   });
 });

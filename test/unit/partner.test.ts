@@ -1,17 +1,23 @@
+import type { S3Client } from "@aws-sdk/client-s3";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { DispatchConfig } from "../../src/config.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
-import { BreakerOpenError, DeliveryError } from "../../src/errors.ts";
-import { Partner, type PartnerLimits } from "../../src/partner.ts";
+import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "../../src/errors.ts";
+import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
+import { MAX_RETRY_AFTER_MS, Partner, type PartnerProfile } from "../../src/partner.ts";
+import type { PartnerLimits } from "../../src/partner-limits.ts";
+import { PartnerDirectory } from "../../src/partners.ts";
 
 const log = pino({ level: "silent" });
 const START_MS = Date.parse("2025-03-01T12:00:00Z");
 
 function limits(over: {
-  rateLimit?: Partial<PartnerLimits["rateLimit"]>;
-  breaker?: Partial<PartnerLimits["breaker"]>;
+  rateLimit?: Partial<PartnerProfile["rateLimit"]>;
+  breaker?: Partial<PartnerProfile["breaker"]>;
   maxConcurrentFlushes?: number;
-}): PartnerLimits {
+}): PartnerProfile {
   return {
     rateLimit: { requests: 0, records: 0, intervalMs: 1000, ...over.rateLimit },
     breaker: { failures: 1000, cooldownMs: 30_000, ...over.breaker },
@@ -20,7 +26,11 @@ function limits(over: {
 }
 
 function newPartner(over: Parameters<typeof limits>[0] = {}): Partner {
-  return new Partner({ log, startedAtMs: Date.now() }, "acme", limits(over));
+  return new Partner(
+    { log, limits: new InMemoryPartnerLimits({ startedAtMs: Date.now() }) },
+    "acme",
+    limits(over),
+  );
 }
 
 let batchNo = 0;
@@ -224,7 +234,7 @@ describe("Partner: rate limit", () => {
     const startedAtMs = Date.now();
     await vi.advanceTimersByTimeAsync(600);
     const partner = new Partner(
-      { log, startedAtMs },
+      { log, limits: new InMemoryPartnerLimits({ startedAtMs }) },
       "acme",
       limits({ rateLimit: { records: 10, intervalMs } }),
     );
@@ -449,5 +459,247 @@ describe("Partner: Retry-After", () => {
     await vi.advanceTimersByTimeAsync(1);
     await later;
     expect(fake.calls[2]?.atMs).toBe(START_MS + 5000);
+  });
+});
+
+describe("Partner: limits layer", () => {
+  it("publishes an opened breaker as a pause, so the account's next Partner (or another replica) waits out the cool-down", async () => {
+    const shared = new InMemoryPartnerLimits({ startedAtMs: Date.now() });
+    const profile = limits({ breaker: { failures: 2, cooldownMs: 10_000 } });
+    const first = new Partner({ log, limits: shared }, "acme", profile);
+    const failing = fakeDestination(() => retryable());
+    for (let i = 0; i < 2; i++) {
+      await expect(first.deliver(failing.destination, batch(), signal())).rejects.toBeInstanceOf(
+        DeliveryError,
+      );
+    }
+    expect(first.breakerOpen).toBe(true);
+    expect(await shared.pauseOf("acme")).toEqual({ reason: "breaker", untilMs: START_MS + 10_000 });
+
+    // A fresh Partner has a closed breaker of its own, yet the cool-down holds it too.
+    const second = new Partner({ log, limits: shared }, "acme", profile);
+    const fake = fakeDestination();
+    const sent = second.deliver(fake.destination, batch(), signal());
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(fake.deliver).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(1);
+    await sent;
+    expect(fake.calls[0]?.atMs).toBe(START_MS + 10_000);
+  });
+
+  it("holds a new Partner of the account to the window a forgotten one used", async () => {
+    const shared = new InMemoryPartnerLimits({ startedAtMs: Date.now() - 60_000 });
+    const profile = limits({ rateLimit: { requests: 1, intervalMs: 20_000 } });
+    const fake = fakeDestination();
+    await new Partner({ log, limits: shared }, "acme", profile).deliver(fake.destination, batch(), signal());
+    await vi.advanceTimersByTimeAsync(7000);
+    const next = new Partner({ log, limits: shared }, "acme", profile).deliver(
+      fake.destination,
+      batch(),
+      signal(),
+    );
+    await advanceUntil(() => fake.calls.length === 2);
+    await next;
+    expect(fake.calls.map((c) => c.atMs - START_MS)).toEqual([0, 20_001]);
+  });
+
+  it("a LimitsUnavailableError from acquire is passed on: the partner is not called, its breaker and last error are untouched", async () => {
+    let down = true;
+    const inner = new InMemoryPartnerLimits({ startedAtMs: Date.now() - 60_000 });
+    const flaky: PartnerLimits = {
+      acquire: (...args) =>
+        down
+          ? Promise.reject(new LimitsUnavailableError("redis: connect ECONNREFUSED"))
+          : inner.acquire(...args),
+      pause: (...args) => inner.pause(...args),
+      resume: (...args) => inner.resume(...args),
+      pauseOf: (...args) => inner.pauseOf(...args),
+      health: () => (down ? { ok: false, reason: "unavailable: redis down" } : { ok: true }),
+      close: () => inner.close(),
+    };
+    const partner = new Partner({ log, limits: flaky }, "acme", limits({ breaker: { failures: 2 } }));
+    const fake = fakeDestination((i) => (i === 0 ? retryable() : undefined));
+    down = false;
+    await expect(partner.deliver(fake.destination, batch(), signal())).rejects.toBeInstanceOf(DeliveryError);
+    const failure = partner.lastError;
+    down = true;
+    for (let i = 0; i < 5; i++) {
+      await expect(partner.deliver(fake.destination, batch(), signal())).rejects.toBeInstanceOf(
+        LimitsUnavailableError,
+      );
+    }
+    expect(fake.deliver).toHaveBeenCalledTimes(1);
+    expect(partner.breakerOpen).toBe(false);
+    expect(partner.lastError).toEqual(failure);
+    down = false;
+    await partner.deliver(fake.destination, batch(), signal());
+    expect(partner.lastError).toBeUndefined();
+  });
+
+  it("caps a Retry-After pause at MAX_RETRY_AFTER_MS (15 min)", async () => {
+    const partner = newPartner();
+    const fake = fakeDestination((i) =>
+      i === 0 ? retryable({ retryAfterMs: 3_600_000, status: 429 }) : undefined,
+    );
+    await expect(partner.deliver(fake.destination, batch(), signal())).rejects.toBeInstanceOf(DeliveryError);
+    const later = partner.deliver(fake.destination, batch(), signal());
+    await vi.advanceTimersByTimeAsync(MAX_RETRY_AFTER_MS - 1);
+    expect(fake.deliver).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1);
+    await later;
+    expect(fake.calls[1]?.atMs).toBe(START_MS + 15 * 60_000);
+  });
+
+  it("records a Retry-After before freeing the slot, so the batch waiting for it does not go out at once", async () => {
+    const partner = newPartner({ maxConcurrentFlushes: 1 });
+    const fake = fakeDestination((i) => (i === 0 ? "hold" : undefined));
+    const first = partner.deliver(fake.destination, batch(), signal());
+    const second = partner.deliver(fake.destination, batch(), signal());
+    await vi.advanceTimersByTimeAsync(0);
+    fake.pending()[0]?.reject(retryable({ retryAfterMs: 5000, status: 429 }));
+    await expect(first).rejects.toBeInstanceOf(DeliveryError);
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(fake.deliver).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1);
+    await second;
+    expect(fake.calls[1]?.atMs).toBe(START_MS + 5000);
+  });
+
+  it("waitSignal cuts short the wait for the limits, never a call under way", async () => {
+    const partner = newPartner({ maxConcurrentFlushes: 1 });
+    const fake = fakeDestination(() => "hold");
+    const wait = new AbortController();
+    const running = partner.deliver(fake.destination, batch(), signal(), wait.signal);
+    await vi.advanceTimersByTimeAsync(0);
+    const waitingWait = new AbortController();
+    const waiting = partner.deliver(fake.destination, batch(), signal(), waitingWait.signal);
+    await vi.advanceTimersByTimeAsync(0);
+    wait.abort();
+    waitingWait.abort();
+    await expect(waiting).rejects.toMatchObject({ name: "AbortError" });
+    expect(fake.calls).toHaveLength(1);
+    expect(fake.calls[0]?.settled).toBe(false);
+    fake.pending()[0]?.resolve();
+    await running;
+    expect(partner.lastError).toBeUndefined();
+  });
+});
+
+describe("PartnerDirectory", () => {
+  const dispatch: DispatchConfig = {
+    flushIntervalMs: 1000,
+    maxRecords: 100,
+    maxBytes: 1_000_000,
+    emptyFlushLimit: 2,
+    maxConcurrentFlushes: 2,
+    retryBaseMs: 100,
+    retryMaxMs: 1000,
+    giveUpAfterMs: 60_000,
+    rateLimit: { requests: 0, records: 0, intervalMs: 1000 },
+    breaker: { failures: 3, cooldownMs: 10_000 },
+    onOutage: "release",
+  };
+
+  function directory(options: { limits?: PartnerLimits; recentErrors?: number } = {}) {
+    return new PartnerDirectory(
+      {
+        sqs: {} as SQSClient,
+        s3: {} as S3Client,
+        log,
+        env: {},
+        ...(options.limits ? { limits: options.limits } : {}),
+      },
+      { dispatch, partners: { overrides: new Map(), park: { bucket: "parked", prefix: "parked/" } } },
+      options.recentErrors === undefined ? {} : { recentErrors: options.recentErrors },
+    );
+  }
+
+  it("forgets every partner whose dispatchers stopped, even with a last error; recent errors stay bounded", async () => {
+    const partners = directory();
+    const refusing = fakeDestination(() => refused());
+    for (let i = 0; i < 1500; i++) {
+      const account = `acct-${i}`;
+      const partner = partners.attach(account);
+      await expect(partner.deliver(refusing.destination, batch(), signal())).rejects.toMatchObject({
+        status: 400,
+      });
+      partners.detach(account);
+    }
+    expect([...partners.partners()]).toHaveLength(0);
+    expect([...partners.recentErrors()]).toHaveLength(1000);
+    // The oldest fell out; the most recent ones are still there for /partners to show.
+    expect(partners.recentError("acct-0")).toBeUndefined();
+    expect(partners.recentError("acct-1499")).toEqual({
+      message: "POST https://partner.example/acme answered 400",
+      atMs: START_MS,
+    });
+  });
+
+  it("forgets a partner with an open breaker too: the cool-down lives on in the limits", async () => {
+    const partners = directory();
+    const partner = partners.attach("acme");
+    const failing = fakeDestination(() => retryable());
+    for (let i = 0; i < 3; i++) {
+      await expect(partner.deliver(failing.destination, batch(), signal())).rejects.toBeInstanceOf(
+        DeliveryError,
+      );
+    }
+    expect(partner.state()).toBe("breaker-open");
+    partners.detach("acme");
+    expect([...partners.partners()]).toHaveLength(0);
+
+    const healthy = fakeDestination();
+    const sent = partners.attach("acme").deliver(healthy.destination, batch(), signal());
+    await advanceUntil(() => healthy.calls.length === 1);
+    await sent;
+    expect(healthy.calls[0]?.atMs).toBe(START_MS + 10_000);
+  });
+
+  it("keeps a live partner's last error, and gives a partner seen again its remembered one until a success", async () => {
+    const partners = directory();
+    const partner = partners.attach("acme");
+    await expect(
+      partner.deliver(fakeDestination(() => refused()).destination, batch(), signal()),
+    ).rejects.toBeInstanceOf(DeliveryError);
+    expect(partners.recentError("acme")?.message).toMatch(/answered 400/);
+    partners.detach("acme");
+    expect(partners.recentError("acme")?.message).toMatch(/answered 400/);
+
+    const again = partners.attach("acme");
+    expect(again).not.toBe(partner);
+    expect(again.lastError?.message).toMatch(/answered 400/);
+    expect([...partners.recentErrors()]).toHaveLength(0);
+    await again.deliver(fakeDestination().destination, batch(), signal());
+    expect(again.lastError).toBeUndefined();
+    expect(partners.recentError("acme")).toBeUndefined();
+  });
+
+  it("keeps a partner with parked batches (they are counted for /partners and metrics)", () => {
+    const partners = directory();
+    partners.attach("acme").parkedBatches++;
+    partners.detach("acme");
+    expect([...partners.partners()].map((p) => p.account)).toEqual(["acme"]);
+  });
+
+  it("runs every partner through the limits it is given, with maxConcurrentFlushes as maxConcurrent", async () => {
+    const inner = new InMemoryPartnerLimits();
+    const specs: unknown[] = [];
+    const spy: PartnerLimits = {
+      acquire: (account, spec, records, sig) => {
+        specs.push({ account, spec, records });
+        return inner.acquire(account, spec, records, sig);
+      },
+      pause: (...args) => inner.pause(...args),
+      resume: (...args) => inner.resume(...args),
+      pauseOf: (...args) => inner.pauseOf(...args),
+      health: () => inner.health(),
+      close: () => inner.close(),
+    };
+    const partners = directory({ limits: spy });
+    expect(partners.limits).toBe(spy);
+    await partners.attach("acme").deliver(fakeDestination().destination, batch(3), signal());
+    expect(specs).toEqual([
+      { account: "acme", spec: { requests: 0, records: 0, intervalMs: 1000, maxConcurrent: 2 }, records: 3 },
+    ]);
   });
 });
