@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { AwsClients } from "./aws-clients.ts";
 import type { Config } from "./config.ts";
 import type { PartnerState } from "./partner.ts";
+import type { PartnerLimits } from "./partner-limits.ts";
 import { PartnerDirectory } from "./partners.ts";
 import { Relay } from "./relay.ts";
 
@@ -26,11 +27,24 @@ export class Service {
   readonly #config: Config;
   #draining = false;
 
-  constructor(deps: AwsClients & { log: Logger; env?: NodeJS.ProcessEnv }, config: Config) {
+  /**
+   * `limits`: the partners' limits layer; in cluster mode the Redis one, built by the entry point.
+   * Without it, limits are kept in this process.
+   */
+  constructor(
+    deps: AwsClients & { log: Logger; env?: NodeJS.ProcessEnv; limits?: PartnerLimits },
+    config: Config,
+  ) {
     this.#config = config;
     this.#log = deps.log;
     this.partners = new PartnerDirectory(
-      { sqs: deps.sqs, s3: deps.s3, log: deps.log, env: deps.env ?? process.env },
+      {
+        sqs: deps.sqs,
+        s3: deps.s3,
+        log: deps.log,
+        env: deps.env ?? process.env,
+        ...(deps.limits ? { limits: deps.limits } : {}),
+      },
       { dispatch: config.dispatch, partners: config.partners },
     );
     this.relays = config.queues.map(
@@ -38,9 +52,12 @@ export class Service {
     );
   }
 
-  /** Every partner seen since start (or still remembered), with what it holds across queues. */
+  /**
+   * Every active partner (and those with parked batches), with what it holds across queues, then
+   * the forgotten ones whose recent error is still remembered (bounded), as idle.
+   */
   partnerSnapshots(nowMs = Date.now()): PartnerSnapshot[] {
-    return [...this.partners.partners()].map((p) => {
+    const active = [...this.partners.partners()].map((p): PartnerSnapshot => {
       let buffered = 0;
       let inFlight = 0;
       let oldest: number | undefined;
@@ -65,6 +82,20 @@ export class Service {
         lastErrorAgeMs: p.lastError ? nowMs - p.lastError.atMs : undefined,
       };
     });
+    const forgotten = [...this.partners.recentErrors()].map(
+      ([account, error]): PartnerSnapshot => ({
+        account,
+        state: "idle",
+        dispatchers: 0,
+        buffered: 0,
+        inFlight: 0,
+        oldestBufferedAgeMs: undefined,
+        parkedBatches: 0,
+        lastError: error.message,
+        lastErrorAgeMs: nowMs - error.atMs,
+      }),
+    );
+    return active.concat(forgotten);
   }
 
   async start(): Promise<void> {
@@ -85,6 +116,8 @@ export class Service {
   /** Ready to take traffic: every queue started and receiving, and not draining. */
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons = this.#draining ? ["draining"] : [];
+    const limits = this.partners.limits.health();
+    if (!limits.ok) reasons.push(`partner limits: ${limits.reason}`);
     for (const relay of this.relays) {
       const reason = relay.notReadyReason();
       if (reason) reasons.push(`${relay.options.name}: ${reason}`);
@@ -100,6 +133,7 @@ export class Service {
   async stop(deadline: AbortSignal): Promise<number> {
     this.#draining = true;
     const released = await Promise.all(this.relays.map((r) => r.stop(deadline)));
+    await this.partners.limits.close();
     return released.reduce((a, b) => a + b, 0);
   }
 }
