@@ -9,8 +9,9 @@
 #     octorelay
 #
 # Stages: build (all deps + tsc) -> prod-deps (runtime deps only) -> runtime.
-# The runtime stage contains only dist/, production node_modules, package.json,
-# config/ and handlers/.
+# The runtime stage contains only dist/ (without the development commands),
+# production node_modules, package.json, config/, handlers/ and the `octorelay`
+# launcher (bin/, scripts/ensure-node.mjs).
 #
 # Base image: Node 24 on Debian slim. The Debian codename is spelled out so the
 # image does not silently change distro when the `slim` alias moves to the next
@@ -31,7 +32,10 @@ RUN --mount=type=cache,target=/root/.npm \
 
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build
+# demo and try run the embedded emulator (fauxqs, a devDependency): development commands, left out
+# of the image; `octorelay demo` there says in one line that it needs the development install.
+RUN npm run build \
+ && rm -f dist/demo.* dist/try.*
 
 # ---------------------------------------------------------------------------
 # prod-deps: production dependencies only, no lifecycle scripts
@@ -70,6 +74,10 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY config ./config
 COPY handlers ./handlers
+# The `octorelay` command (start, replay, traffic, help): bin/octorelay.mjs runs dist/cli.js here.
+COPY bin ./bin
+COPY scripts/ensure-node.mjs ./scripts/ensure-node.mjs
+RUN ln -s /app/bin/octorelay.mjs /usr/local/bin/octorelay
 
 # Handler modules: mount point for operators' own handlers.
 # Mount a directory over /app/handlers (read-only is fine), e.g.
@@ -77,7 +85,8 @@ COPY handlers ./handlers
 # or point OCTORELAY_HANDLERS_DIR elsewhere. Keeping the directory under /app
 # matters: handlers resolve bare imports from /app/node_modules and take
 # "type": "module" from /app/package.json (.ts handlers are type-stripped by
-# Node 24).
+# Node 24). Handlers import the contract as "octorelay/handler" wherever they
+# are mounted: the worker resolves it to /app/dist/handler-contract.js.
 # Deliberately no `VOLUME` instruction: an anonymous volume would shadow the
 # handlers baked into a newer image (compose reuses anonymous volumes when it
 # recreates a container), so handler updates would silently not take effect.

@@ -4,7 +4,7 @@
  *
  *   { "type": "click", "partner": "adnet-7", "campaign": "c-19", "userAgent": "...", "ts": 1732350000000 }
  */
-import type { HandlerMessage, HandlerOutput } from "../src/handler-contract.ts";
+import type { HandlerMessage, HandlerOutput } from "octorelay/handler";
 
 interface ClickEvent {
   type: string;

@@ -5,7 +5,7 @@
  *   { "orderId": "o-1", "merchant": "acme", "total": 120.5, "currency": "EUR",
  *     "affiliates": [{ "account": "blog-42", "rate": 0.05 }], "test": false }
  */
-import type { HandlerMessage, HandlerOutput } from "../src/handler-contract.ts";
+import { type HandlerMessage, type HandlerOutput, PermanentError } from "octorelay/handler";
 
 interface OrderEvent {
   orderId: string;
@@ -19,9 +19,7 @@ interface OrderEvent {
 export default async function handle(message: HandlerMessage<OrderEvent>): Promise<HandlerOutput[]> {
   const order = message.body;
   if (typeof order?.merchant !== "string" || typeof order.total !== "number") {
-    throw Object.assign(new Error("order event needs a merchant string and a numeric total"), {
-      permanent: true,
-    });
+    throw new PermanentError("order event needs a merchant string and a numeric total");
   }
   if (order.test) return [];
   const outputs: HandlerOutput[] = [

@@ -1,13 +1,20 @@
 /**
  * Routes each message to the account named in its body: `{ "account": "acme", ... }` is delivered,
  * whole, to acme. A body without an account can never be routed, so it is dead-lettered.
+ *
+ * OCTORELAY_ACCOUNT_FIELD names another field to route by, a dot path (`tenant.id`); `octorelay try
+ * passthrough --account-field tenant.id` sets it.
  */
-import type { HandlerMessage, HandlerOutput } from "../src/handler-contract.ts";
+import { type HandlerMessage, type HandlerOutput, PermanentError } from "octorelay/handler";
+
+const FIELD = process.env.OCTORELAY_ACCOUNT_FIELD || "account";
+const PATH = FIELD.split(".");
 
 export default async function handle(message: HandlerMessage): Promise<HandlerOutput> {
-  const body = message.body as { account?: unknown } | null;
-  if (typeof body?.account !== "string" || body.account === "") {
-    throw Object.assign(new Error('body has no "account" string to route by'), { permanent: true });
+  let value: unknown = message.body;
+  for (const key of PATH) value = (value as Record<string, unknown> | null)?.[key];
+  if (typeof value !== "string" || value === "") {
+    throw new PermanentError(`body has no ${JSON.stringify(FIELD)} string to route by`);
   }
-  return { account: body.account, payload: body };
+  return { account: value, payload: message.body };
 }
