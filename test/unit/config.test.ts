@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { APP_ROOT, type Config, loadConfig } from "../../src/config.ts";
+import { APP_ROOT, type Config, loadConfig, type S3DestinationConfig } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 
 /** A config dir of its own per test, so nothing reads the real config/ or handlers/. */
@@ -184,7 +184,7 @@ describe("loadConfig: environment variables", () => {
     expect(config.logLevel).toBe("debug");
     expect(config.aws.region).toBe("ap-southeast-2");
     expect(config.shutdownDeadlineMs).toBe(9000);
-    expect(config.queues[0]?.destination.bucket).toBe("from-env");
+    expect((config.queues[0]?.destination as S3DestinationConfig | undefined)?.bucket).toBe("from-env");
   });
 
   it("AWS_ENDPOINT_URL sets both the SQS and the S3 endpoint", () => {
@@ -1256,7 +1256,9 @@ describe("loadConfig: no queue or bucket unless asked for", () => {
     expect(config.queues.map((q) => q.handlerPath)).toEqual(
       ["order-events.ts", "click-filter.ts", "passthrough.ts"].map((h) => join(APP_ROOT, "handlers", h)),
     );
-    expect(config.queues[0]?.destination.bucket).toBe("octorelay-deliveries");
+    expect((config.queues[0]?.destination as S3DestinationConfig | undefined)?.bucket).toBe(
+      "octorelay-deliveries",
+    );
   });
 });
 
