@@ -2,12 +2,12 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
 import {
+  type DestinationConfig,
   type DispatchConfig,
-  type FlatDestination,
   type PartnerOverride,
   type PartnersConfig,
+  partnerDestination,
   type QueueConfig,
-  toDestination,
 } from "./config.ts";
 import type { Destination } from "./destinations/destination.ts";
 import { HttpDestination } from "./destinations/http.ts";
@@ -166,8 +166,7 @@ export class PartnerDirectory {
     // A batch larger than the records limit could never be sent.
     if (dispatch.rateLimit.records > 0)
       dispatch.maxRecords = Math.min(dispatch.maxRecords, dispatch.rateLimit.records);
-    const flat = override?.destination ? merge(queue.destination, override.destination) : queue.destination;
-    return { dispatch, destination: this.destination(flat) };
+    return { dispatch, destination: this.destination(partnerDestination(queue, override?.destination)) };
   }
 
   partners(): IterableIterator<Partner> {
@@ -175,8 +174,7 @@ export class PartnerDirectory {
   }
 
   /** One destination object per distinct configuration, shared by every dispatcher using it. */
-  destination(flat: FlatDestination): Destination {
-    const config = toDestination(flat);
+  destination(config: DestinationConfig): Destination {
     const key = JSON.stringify(config);
     let destination = this.#destinations.get(key);
     if (!destination) {
