@@ -29,6 +29,8 @@ export interface Ticket {
   visibleUntilMs: number;
   /** Outputs not yet delivered. */
   pending: number;
+  /** UTF-8 bytes of the body, counted against `maxUnackedBytes` while the message is held. */
+  readonly bytes: number;
   state: "held" | "deleting" | "gone";
 }
 
@@ -46,9 +48,11 @@ type Delete = { ticket: Ticket; attempts: number; receiptHandle: string };
 /**
  * The ledger of un-acknowledged messages of one queue: it deletes a message once every output it
  * produced is delivered, keeps the rest invisible with heartbeats, and releases what it gives back.
- * Emits "free" whenever a message leaves the ledger, which reopens demand.
+ * It counts the messages and the body bytes it holds (the poller's room is bounded by both).
+ * Emits "free" whenever a message leaves the ledger, and "releaseAnswered" when SQS has answered a
+ * release; both may reopen demand.
  */
-export class Acker extends EventEmitter<{ free: [] }> {
+export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   readonly #sqs: SQSClient;
   readonly #log: Logger;
   readonly #stats: RelayStats;
@@ -60,6 +64,11 @@ export class Acker extends EventEmitter<{ free: [] }> {
   #heartbeat: NodeJS.Timeout | undefined;
   #inFlightCalls = 0;
   #settled: (() => void)[] = [];
+  #heldBytes = 0;
+  #releasesInFlight = 0;
+  #releasesInFlightBytes = 0;
+  /** While set, releases are queued but not sent (see holdReleases). */
+  #releasesHeld = false;
 
   constructor(deps: { sqs: SQSClient; log: Logger; stats: RelayStats }, options: AckerOptions) {
     super();
@@ -72,6 +81,24 @@ export class Acker extends EventEmitter<{ free: [] }> {
   /** Received but not yet deleted or released. */
   get unacked(): number {
     return this.#held.size;
+  }
+
+  /** Body bytes of the messages counted by `unacked`. */
+  get unackedBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /**
+   * Released messages whose visibility change SQS has not answered yet. They left the ledger at once,
+   * but SQS still has them in flight for this process, so the room counts them until it answers.
+   */
+  get releasesInFlight(): number {
+    return this.#releasesInFlight;
+  }
+
+  /** Body bytes of `releasesInFlight`. */
+  get releasesInFlightBytes(): number {
+    return this.#releasesInFlightBytes;
   }
 
   /** Oldest receive time among held messages, for "how far behind" questions. */
@@ -111,8 +138,10 @@ export class Acker extends EventEmitter<{ free: [] }> {
       visibleUntilMs,
       pending: 0,
       state: "held",
+      bytes: Buffer.byteLength(message.Body ?? "", "utf8"),
     };
     this.#held.set(id, ticket);
+    this.#heldBytes += ticket.bytes;
     return ticket;
   }
 
@@ -144,6 +173,8 @@ export class Acker extends EventEmitter<{ free: [] }> {
    */
   release(ticket: Ticket, delaySec: number): void {
     if (ticket.state !== "held") return;
+    this.#releasesInFlight++;
+    this.#releasesInFlightBytes += ticket.bytes;
     this.#forget(ticket);
     this.#stats.released++;
     this.#queueChange({
@@ -154,6 +185,22 @@ export class Acker extends EventEmitter<{ free: [] }> {
     });
   }
 
+  /**
+   * Until resumeReleases() (or settle()), releases are queued and not sent; heartbeats and deletes
+   * go on. At shutdown this process's own long polls are still open, and SQS would hand them whatever
+   * becomes visible: a release sent now would be received again here (one more receive toward
+   * maxReceiveCount) instead of by another replica.
+   */
+  holdReleases(): void {
+    this.#releasesHeld = true;
+  }
+
+  /** Sends the releases queued since holdReleases(), and any later ones at once. */
+  resumeReleases(): void {
+    this.#releasesHeld = false;
+    this.#sendChanges();
+  }
+
   /** Releases everything still held (shutdown deadline). */
   releaseAll(delaySec: number): number {
     const held = [...this.#held.values()].filter((t) => t.state === "held");
@@ -161,8 +208,12 @@ export class Acker extends EventEmitter<{ free: [] }> {
     return held.length;
   }
 
-  /** Resolves once every delete and visibility change queued so far has been sent and answered. */
+  /**
+   * Resolves once every delete and visibility change queued so far has been sent and answered.
+   * Releases held by holdReleases() are sent too.
+   */
   settle(): Promise<void> {
+    this.#releasesHeld = false;
     this.#sendDeletes();
     this.#sendChanges();
     if (this.#pendingWork() === 0) return Promise.resolve();
@@ -180,7 +231,10 @@ export class Acker extends EventEmitter<{ free: [] }> {
 
   #forget(ticket: Ticket): void {
     ticket.state = "gone";
-    if (this.#held.get(ticket.id) === ticket) this.#held.delete(ticket.id);
+    if (this.#held.get(ticket.id) === ticket) {
+      this.#held.delete(ticket.id);
+      this.#heldBytes -= ticket.bytes;
+    }
     this.emit("free");
   }
 
@@ -214,9 +268,12 @@ export class Acker extends EventEmitter<{ free: [] }> {
   }
 
   #sendChanges(): void {
-    this.#changes = this.#changes.filter((c) => c.kind === "release" || c.ticket.state === "held");
-    while (this.#changes.length > 0) {
-      const batch = this.#changes.splice(0, SQS_BATCH);
+    const live = this.#changes.filter((c) => c.kind === "release" || c.ticket.state === "held");
+    const waiting = this.#releasesHeld ? live.filter((c) => c.kind === "release") : [];
+    const sendable = this.#releasesHeld ? live.filter((c) => c.kind !== "release") : live;
+    this.#changes = waiting;
+    while (sendable.length > 0) {
+      const batch = sendable.splice(0, SQS_BATCH);
       this.#inFlightCalls++;
       void this.#changeBatch(batch).finally(() => this.#callDone());
     }
@@ -340,6 +397,13 @@ export class Acker extends EventEmitter<{ free: [] }> {
         "visibility change entries failed",
       );
     }
+    const retrying = new Set(retry.map((f) => f.change));
+    const answered = batch.filter((c) => c.kind === "release" && !retrying.has(c));
+    for (const c of answered) {
+      this.#releasesInFlight--;
+      this.#releasesInFlightBytes -= c.ticket.bytes;
+    }
+    if (answered.length > 0) this.emit("releaseAnswered");
     if (retry.length === 0) return;
     await new Promise((r) => setTimeout(r, backoffMs(retry[0]?.change.attempts ?? 1, 100, 5000)));
     for (const f of retry) this.#changes.push({ ...f.change, attempts: f.change.attempts + 1 });

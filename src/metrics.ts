@@ -39,9 +39,24 @@ export class Metrics {
         "Messages sent to the dead-letter queue by octorelay.",
         (s) => s.deadLettered,
       ],
+      [
+        "dead_letters_trimmed_total",
+        "Dead-lettered copies whose reason was shortened or sender attributes dropped to fit SQS's limits.",
+        (s) => s.deadLetterTrimmed,
+      ],
+      [
+        "dead_letters_without_reason_total",
+        "Dead-lettered without octorelay attributes (the body left no room); the reason is only in the log.",
+        (s) => s.deadLetterWithoutReason,
+      ],
       ["messages_deleted_total", "Messages deleted after delivery.", (s) => s.deleted],
       ["messages_released_total", "Messages given back to SQS (retry, shed, shutdown).", (s) => s.released],
       ["messages_shed_total", "Messages released because their partner held its share.", (s) => s.shed],
+      [
+        "messages_released_after_stop_total",
+        "Messages long polls returned after the stop began, released at once.",
+        (s) => s.releasedAfterStop,
+      ],
       ["messages_duplicate_receives_total", "Copies of messages already held.", (s) => s.duplicatesHeld],
       ["delete_failures_total", "Messages whose delete failed for good.", (s) => s.deleteFailures],
       ["outputs_total", "Handler outputs routed to dispatchers.", (s) => s.outputs],
@@ -53,6 +68,24 @@ export class Metrics {
     gauge(r, "unacked_messages", "Received and not yet deleted.", ["queue"], function* () {
       for (const relay of service.relays) yield [{ queue: relay.options.name }, relay.unacked];
     });
+    gauge(
+      r,
+      "unacked_bytes",
+      "Body bytes (UTF-8) of the messages received and not yet deleted or released.",
+      ["queue"],
+      function* () {
+        for (const relay of service.relays) yield [{ queue: relay.options.name }, relay.unackedBytes];
+      },
+    );
+    gauge(
+      r,
+      "unacked_bytes_budget",
+      "maxUnackedBytes: no receive while unacked_bytes is at it.",
+      ["queue"],
+      function* () {
+        for (const relay of service.relays) yield [{ queue: relay.options.name }, relay.maxUnackedBytes];
+      },
+    );
     gauge(
       r,
       "oldest_unacked_age_seconds",

@@ -16,6 +16,9 @@ import { Poller } from "./poller.ts";
 import { Router } from "./router.ts";
 import { newRelayStats, type RelayStats } from "./stats.ts";
 
+/** `maxUnackedBytes` when the config does not give one: 64 MiB of bodies held per queue. */
+export const DEFAULT_MAX_UNACKED_BYTES = 64 * 1024 * 1024;
+
 export interface RelayDeps {
   sqs: SQSClient;
   log: Logger;
@@ -41,11 +44,15 @@ export class Relay {
   #handling = 0;
   /** From the queue's redrive policy: the receive at which SQS would dead-letter a message. */
   #maxReceiveCount: number | undefined;
+  /** Body bytes received and not yet deleted or released, at most (beside `maxUnacked` messages). */
+  readonly maxUnackedBytes: number;
 
   constructor(deps: RelayDeps, options: QueueConfig) {
     this.#deps = deps;
     this.options = options;
     this.#log = deps.log.child({ queue: options.name });
+    this.maxUnackedBytes =
+      (options as { maxUnackedBytes?: number }).maxUnackedBytes ?? DEFAULT_MAX_UNACKED_BYTES;
     this.#pool = new HandlerPool(
       { log: this.#log },
       {
@@ -62,6 +69,11 @@ export class Relay {
 
   get unacked(): number {
     return this.#acker?.unacked ?? 0;
+  }
+
+  /** Body bytes of the un-acknowledged messages. */
+  get unackedBytes(): number {
+    return this.#acker?.unackedBytes ?? 0;
   }
 
   get activeDispatchers(): number {
@@ -111,7 +123,14 @@ export class Relay {
       { sqs, log, stats: this.stats },
       { queue: o.name, queueUrl, visibilityTimeoutSec: o.visibilityTimeoutSec },
     );
-    const deadLetter = new DeadLetter({ sqs, log, stats: this.stats }, { queue: o.name, deadLetterQueueUrl });
+    const deadLetter = new DeadLetter(
+      { sqs, log, stats: this.stats },
+      {
+        queue: o.name,
+        deadLetterQueueUrl,
+        maxMessageBytes: deadLetterQueueUrl ? await this.#maxMessageBytes(deadLetterQueueUrl) : undefined,
+      },
+    );
     const router = new Router<Ticket>(
       {
         resolve: (account) => ({ ...partners.profile(o, account), partner: partners.attach(account) }),
@@ -142,10 +161,15 @@ export class Relay {
         log,
         stats: this.stats,
         demand: {
-          room: () => Math.min(pool.capacity - pool.occupied, o.maxUnacked - acker.unacked),
+          // A release counts until SQS has answered it: until then the message is still ours there.
+          room: () =>
+            Math.min(pool.capacity - pool.occupied, o.maxUnacked - acker.unacked - acker.releasesInFlight),
           maxRoom: Math.min(pool.capacity, o.maxUnacked),
+          bytesRoom: () => this.maxUnackedBytes - acker.unackedBytes - acker.releasesInFlightBytes,
+          maxBytes: this.maxUnackedBytes,
         },
         onMessages: (messages) => this.#accept(messages),
+        onLate: (messages) => this.#releaseLate(messages),
       },
       {
         queue: o.name,
@@ -158,6 +182,7 @@ export class Relay {
     );
     pool.on("free", () => poller.wake());
     acker.on("free", () => poller.wake());
+    acker.on("releaseAnswered", () => poller.wake());
     this.#acker = acker;
     this.#router = router;
     this.#deadLetter = deadLetter;
@@ -174,6 +199,7 @@ export class Relay {
         concurrency: o.concurrency,
         threads: o.threads,
         maxUnacked: o.maxUnacked,
+        maxUnackedBytes: this.maxUnackedBytes,
       },
       "queue ready",
     );
@@ -183,26 +209,46 @@ export class Relay {
    * Stops in order: no more receives, waiting tasks released, running handlers finish, every
    * dispatcher flushes, deletes are sent. Whatever is undelivered when `deadline` fires is released
    * with visibility 0 so another replica takes it at once. Resolves with the number released.
+   *
+   * The long polls in flight are not aborted but left to return (within waitTimeSec) while the drain
+   * runs: SQS may answer an abandoned long poll, and what it hands to a connection nobody reads stays
+   * invisible for its whole visibility timeout. Until they have returned, releases are held back, or
+   * those polls would receive them again; whatever they return is released at once.
    */
   async stop(deadline: AbortSignal): Promise<number> {
     const log = this.#log;
     const acker = this.#acker;
-    if (!acker || !this.#poller || !this.#router) {
+    const poller = this.#poller;
+    if (!acker || !poller || !this.#router) {
       await this.#pool.close();
       return 0;
     }
     const releasedBefore = this.stats.released;
-    await this.#poller.stop();
+    acker.holdReleases();
+    const pollsOpen = poller.receivesInFlight;
+    let pollsClosed = false;
+    const pollsReturned = poller.finish().then(() => {
+      pollsClosed = true;
+      acker.resumeReleases();
+      if (pollsOpen > 0) log.info({ releasedAfterStop: this.stats.releasedAfterStop }, "long polls returned");
+    });
     const cancelled = this.#pool.cancelWaiting();
     log.info(
-      { cancelled, running: this.#pool.running },
-      "stopped receiving; letting running handlers finish",
+      { cancelled, running: this.#pool.running, longPollsOpen: pollsOpen },
+      "stopped receiving; letting running handlers finish and open long polls return",
     );
     const finished =
       (await untilAborted(this.#pool.idle(), deadline)) && (await untilAborted(this.#handled(), deadline));
     if (finished) {
       log.info({ dispatchers: this.#router.active }, "handlers done; flushing dispatchers");
       await untilAborted(this.#router.drain(), deadline);
+    }
+    if (!pollsClosed && !(await untilAborted(pollsReturned, deadline))) {
+      log.warn(
+        { longPollsOpen: poller.receivesInFlight, waitTimeSec: this.options.waitTimeSec },
+        "shutdown deadline reached with long polls still open: aborting them; messages SQS hands to them come back only after their visibility timeout (keep shutdown.deadlineMs above waitTimeSec)",
+      );
+      await poller.stop();
     }
     if (deadline.aborted) {
       log.warn("shutdown deadline reached; releasing what is undelivered");
@@ -263,6 +309,35 @@ export class Relay {
       new GetQueueUrlCommand({ QueueName: name, ...(account ? { QueueOwnerAWSAccountId: account } : {}) }),
     );
     return out.QueueUrl ?? "";
+  }
+
+  /** The dead-letter queue's MaximumMessageSize; undefined (SQS's 1 MiB) if it cannot be read. */
+  async #maxMessageBytes(queueUrl: string): Promise<number | undefined> {
+    try {
+      const out = await this.#deps.sqs.send(
+        new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["MaximumMessageSize"] }),
+      );
+      const bytes = Number(out.Attributes?.MaximumMessageSize);
+      return Number.isInteger(bytes) && bytes > 0 ? bytes : undefined;
+    } catch (err) {
+      this.#log.debug(
+        { err, queueUrl },
+        "could not read the dead-letter queue's MaximumMessageSize; assuming SQS's 1 MiB",
+      );
+      return undefined;
+    }
+  }
+
+  /** Received after the stop began: this process will not handle them, so another may at once. */
+  #releaseLate(messages: Message[]): void {
+    const acker = this.#acker as Acker;
+    for (const message of messages) {
+      const ticket = acker.track(message);
+      // A copy of a message held already refreshed its receipt handle; the drain deals with it.
+      if (!ticket) continue;
+      this.stats.releasedAfterStop++;
+      acker.release(ticket, 0);
+    }
   }
 
   async #resolveUrl(queue: string): Promise<string> {

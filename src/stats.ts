@@ -20,6 +20,12 @@ export interface RelayStats {
   handled: number;
   handlerFailures: number;
   deadLettered: number;
+  /** Dead-lettered copies whose reason was shortened or sender attributes dropped to fit SQS's limits. */
+  deadLetterTrimmed: number;
+  /** Dead-lettered without octorelay attributes: the body left no room; the reason is only in the log. */
+  deadLetterWithoutReason: number;
+  /** Messages long polls returned after the stop began, released at once (also counted in `released`). */
+  releasedAfterStop: number;
   outputs: number;
   flushes: number;
   flushFailures: number;
@@ -50,6 +56,9 @@ export function newRelayStats(): RelayStats {
     handled: 0,
     handlerFailures: 0,
     deadLettered: 0,
+    deadLetterTrimmed: 0,
+    deadLetterWithoutReason: 0,
+    releasedAfterStop: 0,
     outputs: 0,
     flushes: 0,
     flushFailures: 0,

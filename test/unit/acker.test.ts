@@ -680,3 +680,141 @@ describe("Acker.settle and stop", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 });
+
+describe("Acker byte ledger (maxUnackedBytes)", () => {
+  const sized = (id: string, body: string): Message => ({
+    MessageId: id,
+    ReceiptHandle: `rh-${id}`,
+    Body: body,
+  });
+
+  it("counts the UTF-8 bytes of every body held, once per message, and frees them on delete, release and a failed delete", async () => {
+    const { acker, sqs } = setup();
+    const small = acker.track(sized("m0", "x".repeat(1000))) as Ticket;
+    // "é" is two bytes in UTF-8 and "😀" four: bytes, not characters, are counted.
+    const wide = acker.track(sized("m1", `${"é".repeat(500)}😀`)) as Ticket;
+    const third = acker.track(sized("m2", "y".repeat(300))) as Ticket;
+    const fourth = acker.track(sized("m3", "z".repeat(50))) as Ticket;
+    expect(wide.bytes).toBe(1004);
+    expect(acker.unackedBytes).toBe(1000 + 1004 + 300 + 50);
+
+    // A copy of a held message adds nothing.
+    expect(acker.track(sized("m0", "x".repeat(1000)))).toBeUndefined();
+    expect(acker.unackedBytes).toBe(2354);
+
+    // Deleted (the dead-letter path ends the same way): freed once SQS confirms the delete.
+    acker.done(small);
+    expect(acker.unackedBytes).toBe(2354);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(acker.unackedBytes).toBe(1354);
+
+    // Released: freed at once.
+    acker.release(wide, 0);
+    expect(acker.unackedBytes).toBe(350);
+
+    // A delete that fails for good lets the message go, and its bytes.
+    sqs.answer = (call) => ({ Failed: failed(call, (h) => h === "rh-m2", "ReceiptHandleIsInvalid", true) });
+    acker.done(third);
+    await vi.advanceTimersByTimeAsync(LONG_MS);
+    expect(acker.unackedBytes).toBe(50);
+
+    acker.releaseAll(0);
+    expect(fourth.state).toBe("gone");
+    expect(acker.unackedBytes).toBe(0);
+    expect(acker.unacked).toBe(0);
+  });
+});
+
+describe("Acker.holdReleases (shutdown while long polls are open)", () => {
+  it("queues releases without sending them while heartbeats and deletes go on; resumeReleases() sends them", async () => {
+    const { acker, sqs, stats, track } = setup();
+    acker.start();
+    const kept = track("kept");
+    const [r0, r1, gone] = ["r0", "r1", "gone"].map((id) => track(id)) as Ticket[];
+    acker.holdReleases();
+    acker.release(r0 as Ticket, 0);
+    acker.release(r1 as Ticket, 30);
+    acker.done(gone as Ticket);
+    // Released messages leave the ledger at once (demand and bytes are freed), but nothing is sent.
+    expect(acker.unacked).toBe(2);
+    expect(stats.released).toBe(2);
+    await vi.advanceTimersByTimeAsync(31_000);
+    expect(handles(sqs.deletes())).toEqual(["rh-gone"]);
+    // The heartbeat still extends what is held.
+    expect(handles(sqs.changes())).toEqual([kept.receiptHandle]);
+
+    acker.resumeReleases();
+    await flush();
+    const released = sqs
+      .changes()
+      .slice(1)
+      .flatMap((c) => c.entries.map((e) => [e.ReceiptHandle, e.VisibilityTimeout]));
+    expect(released).toEqual([
+      ["rh-r0", 0],
+      ["rh-r1", 30],
+    ]);
+    // From now on a release goes at once.
+    acker.release(kept, 0);
+    await flush();
+    expect(handles(sqs.changes().slice(-1))).toEqual([kept.receiptHandle]);
+    expect(sqs.changes().at(-1)?.entries[0]?.VisibilityTimeout).toBe(0);
+  });
+
+  it("settle() sends releases still held back, and resolves once they are answered", async () => {
+    const { acker, sqs, track } = setup();
+    acker.holdReleases();
+    acker.release(track("m0"), 0);
+    await vi.advanceTimersByTimeAsync(LONG_MS);
+    expect(sqs.changes()).toHaveLength(0);
+    await acker.settle();
+    expect(sqs.changes().flatMap((c) => c.entries.map((e) => e.ReceiptHandle))).toEqual(["rh-m0"]);
+  });
+});
+
+describe("Acker releases in flight", () => {
+  it("counts a released message (and its bytes) until SQS answers the release, through retries, then emits releaseAnswered", async () => {
+    const { acker, sqs, track } = setup();
+    let answered = 0;
+    acker.on("releaseAnswered", () => {
+      answered++;
+    });
+    sqs.hold = true;
+    let failuresLeft = 1;
+    sqs.answer = (call) => {
+      if (failuresLeft === 0) return {};
+      failuresLeft--;
+      return { Failed: failed(call, (h) => h === "rh-m1", "InternalError") };
+    };
+    const [t0, t1] = ["m0", "m1"].map((id) => track(id)) as Ticket[];
+    acker.release(t0 as Ticket, 0);
+    acker.release(t1 as Ticket, 0);
+    // Out of the ledger at once, still SQS's in-flight messages of this process.
+    expect(acker.unacked).toBe(0);
+    expect(acker.releasesInFlight).toBe(2);
+    expect(acker.releasesInFlightBytes).toBe(4);
+
+    await flush();
+    sqs.held.shift()?.answer();
+    await flush();
+    // m0 is answered; m1 failed and is being retried.
+    expect(acker.releasesInFlight).toBe(1);
+    expect(acker.releasesInFlightBytes).toBe(2);
+    expect(answered).toBe(1);
+
+    await vi.advanceTimersByTimeAsync(LONG_MS);
+    sqs.held.shift()?.answer();
+    await flush();
+    expect(acker.releasesInFlight).toBe(0);
+    expect(acker.releasesInFlightBytes).toBe(0);
+    expect(answered).toBe(2);
+  });
+
+  it("stops counting a release that fails for good", async () => {
+    const { acker, sqs, track } = setup();
+    sqs.answer = (call) => ({ Failed: failed(call, () => true, "ReceiptHandleIsInvalid", true) });
+    acker.release(track("m0"), 0);
+    await vi.advanceTimersByTimeAsync(LONG_MS);
+    expect(sqs.changes()).toHaveLength(1);
+    expect(acker.releasesInFlight).toBe(0);
+  });
+});

@@ -1,7 +1,14 @@
 import { type Message, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type DemandSource, Poller, type PollerOptions } from "../../src/poller.ts";
+import {
+  type DemandSource,
+  type DemandState,
+  nextReceiveSize,
+  Poller,
+  type PollerOptions,
+  SQS_MAX_MESSAGE_BYTES,
+} from "../../src/poller.ts";
 import { newRelayStats } from "../../src/stats.ts";
 
 const log = pino({ level: "silent" });
@@ -78,11 +85,12 @@ function setup(demand: { room: number; maxRoom: number }, options: Partial<Polle
   const onMessages = vi.fn((messages: Message[]) => {
     received.push(...messages);
   });
+  const onLate = vi.fn((_messages: Message[]) => {});
   const poller = new Poller(
-    { sqs: sqs.client, log, stats, demand: source, onMessages },
+    { sqs: sqs.client, log, stats, demand: source, onMessages, onLate },
     { ...baseOptions, ...options },
   );
-  return { poller, sqs, stats, received, onMessages, demand };
+  return { poller, sqs, stats, received, onMessages, onLate, demand };
 }
 
 const messages = (n: number, from = 0): Message[] =>
@@ -338,5 +346,230 @@ describe("Poller", () => {
     poller.start();
     await expect(poller.stop()).resolves.toBeUndefined();
     expect(sqs.send).not.toHaveBeenCalled();
+  });
+});
+
+describe("Poller.finish (shutdown)", () => {
+  it("does not abort the long polls in flight: what they return after it goes to onLate, and no receive starts", async () => {
+    const state = { room: 30, maxRoom: 30 };
+    const { poller, sqs, stats, onMessages, onLate } = setup(state);
+    poller.start();
+    expect(sqs.pending()).toHaveLength(3);
+    let finished = false;
+    const finishing = poller.finish().then(() => {
+      finished = true;
+    });
+    expect(sqs.receives.some((r) => r.signal?.aborted)).toBe(false);
+
+    const [first, second, third] = sqs.pending() as [Receive, Receive, Receive];
+    const late = messages(4);
+    first.resolve(late);
+    second.resolve([]);
+    await settle();
+    expect(onLate).toHaveBeenCalledWith(late);
+    expect(onMessages).not.toHaveBeenCalled();
+    expect(stats.received).toBe(4);
+    expect(finished).toBe(false); // one long poll is still open
+
+    // Room opens, wakes come: nothing new is sent once finishing.
+    state.room = 30;
+    poller.wake();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sqs.send).toHaveBeenCalledTimes(3);
+
+    third.resolve(messages(2, 4));
+    await finishing;
+    expect(finished).toBe(true);
+    expect(onLate).toHaveBeenCalledTimes(2);
+    expect(poller.receivesInFlight).toBe(0);
+  });
+
+  it("stop() after finish() aborts the long polls still open (the shutdown deadline) and resolves", async () => {
+    const { poller, sqs, stats } = setup({ room: 20, maxRoom: 20 });
+    poller.start();
+    void poller.finish();
+    expect(sqs.receives.every((r) => !r.signal?.aborted)).toBe(true);
+    await poller.stop();
+    expect(sqs.receives.every((r) => r.signal?.aborted)).toBe(true);
+    expect(poller.receivesInFlight).toBe(0);
+    expect(stats.sqsCalls.errors).toBe(0);
+  });
+
+  it("a receive failing after finish() does not schedule a retry", async () => {
+    const { poller, sqs } = setup({ room: 3, maxRoom: 3 });
+    poller.start();
+    const finishing = poller.finish();
+    sqs.pending()[0]?.reject(new Error("service unavailable"));
+    await finishing;
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sqs.send).toHaveBeenCalledTimes(1);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+const MiB = 1024 * 1024;
+
+describe("the room rule (nextReceiveSize)", () => {
+  const base: DemandState = {
+    room: 1000,
+    maxRoom: 1000,
+    requested: 0,
+    bytesRoom: 8 * MiB,
+    maxBytes: 8 * MiB,
+    requestedBytes: 0,
+    messageBytes: 200_000,
+    receiveBatchSize: 10,
+  };
+  const cases: [string, Partial<DemandState>, number][] = [
+    ["no byte budget: a full batch, as before", { bytesRoom: Infinity, maxBytes: Infinity }, 10],
+    ["the bytes held are at the budget: no receive", { bytesRoom: 0 }, 0],
+    ["the bytes held are past the budget: no receive", { bytesRoom: -5 * MiB }, 0],
+    [
+      "what receives in flight are estimated to bring fills the rest: no receive",
+      { bytesRoom: 2_000_000, requestedBytes: 2_000_000, requested: 10 },
+      0,
+    ],
+    // 1,000,000 / 200,000 = 5 fit; the min batch is half of min(8 MiB / 200 KB, cap 10) = 5.
+    ["the byte room, in estimated messages, sizes the receive", { bytesRoom: 1_000_000 }, 5],
+    ["less than the min batch fits: no receive", { bytesRoom: 800_000 }, 0],
+    [
+      "a message estimated larger than the whole budget, nothing held or coming: one at a time",
+      { maxBytes: 512 * 1024, bytesRoom: 512 * 1024, messageBytes: SQS_MAX_MESSAGE_BYTES },
+      1,
+    ],
+    [
+      "the same with something held: wait for it to go",
+      { maxBytes: 512 * 1024, bytesRoom: 100_000, messageBytes: SQS_MAX_MESSAGE_BYTES },
+      0,
+    ],
+    // The cap is max(receiveBatchSize, 64 MiB / 1 MiB) = 64 messages asked for in flight.
+    [
+      "tiny messages: the in-flight cap bounds what 1 MiB bodies could add",
+      { maxBytes: 64 * MiB, bytesRoom: 64 * MiB, messageBytes: 300, requested: 60, requestedBytes: 18_000 },
+      0,
+    ],
+    [
+      "tiny messages under the in-flight cap: a full batch",
+      { maxBytes: 64 * MiB, bytesRoom: 64 * MiB, messageBytes: 300, requested: 50, requestedBytes: 15_000 },
+      10,
+    ],
+    ["the message room still binds", { room: 3, maxRoom: 3 }, 3],
+  ];
+  it.each(cases)("%s", (_what, change, expected) => {
+    expect(nextReceiveSize({ ...base, ...change })).toBe(expected);
+  });
+});
+
+describe("Poller with a byte budget", () => {
+  /** Downstream holding bodies: room by count is large, bytes are the limit. */
+  function budgetSetup(maxBytes: number, options: Partial<PollerOptions> = {}) {
+    const held = { bytes: 0, messages: [] as number[] };
+    const source: DemandSource = {
+      room: () => 10_000 - held.messages.length,
+      maxRoom: 10_000,
+      bytesRoom: () => maxBytes - held.bytes,
+      maxBytes,
+    };
+    const sqs = fakeSqs(source);
+    let maxHeldBytes = 0;
+    const poller = new Poller(
+      {
+        sqs: sqs.client,
+        log,
+        stats: newRelayStats(),
+        demand: source,
+        onMessages: (batch) => {
+          for (const m of batch) {
+            const bytes = Buffer.byteLength(m.Body ?? "");
+            held.messages.push(bytes);
+            held.bytes += bytes;
+          }
+          maxHeldBytes = Math.max(maxHeldBytes, held.bytes);
+        },
+        onLate: () => {},
+      },
+      { ...baseOptions, ...options },
+    );
+    const free = (n: number) => {
+      for (const bytes of held.messages.splice(0, n)) held.bytes -= bytes;
+      poller.wake();
+    };
+    return { poller, sqs, held, free, maxHeldBytes: () => maxHeldBytes };
+  }
+  const ofSize = (sizes: number[], from = 0): Message[] =>
+    sizes.map((bytes, i) => ({ MessageId: `m${from + i}`, Body: "x".repeat(bytes) }));
+
+  it("makes no receive while the bytes held are at the budget, and receives again once bytes are freed", async () => {
+    const { poller, sqs, held, free } = budgetSetup(2 * MiB, { maxParallelReceives: 4 });
+    start(poller);
+    // The estimate starts at 1 MiB: the first receives ask for two messages in all.
+    expect(sqs.receives.map((r) => r.count)).toEqual([2]);
+    sqs.pending()[0]?.resolve(ofSize([MiB, MiB]));
+    await settle();
+    expect(held.bytes).toBe(2 * MiB);
+    const sent = sqs.send.mock.calls.length;
+    poller.wake();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sqs.send).toHaveBeenCalledTimes(sent);
+
+    free(1);
+    await settle();
+    expect(sqs.send.mock.calls.length).toBeGreaterThan(sent);
+    expect(sqs.pending().reduce((n, r) => n + r.count, 0)).toBe(1);
+  });
+
+  it("sizes receives from a running estimate of the message size", async () => {
+    const { poller, sqs, free } = budgetSetup(8 * MiB, { maxParallelReceives: 1 });
+    start(poller);
+    let id = 0;
+    // 200 KB bodies: the estimate comes down from 1 MiB, and receives grow to what 8 MiB holds.
+    for (let round = 0; round < 30; round++) {
+      const receive = sqs.pending()[0] as Receive;
+      receive.resolve(ofSize(Array(receive.count).fill(200_000), id));
+      id += receive.count;
+      await settle();
+      free(receive.count);
+      await settle();
+    }
+    expect(poller.messageBytesEstimate).toBeGreaterThanOrEqual(200_000);
+    expect(poller.messageBytesEstimate).toBeLessThan(210_000);
+    expect(sqs.pending()[0]?.count).toBe(10);
+  });
+
+  it("keeps the bytes held within the budget plus the stated worst-case overshoot while sizes jump", async () => {
+    const maxBytes = 8 * MiB;
+    // maxRequestedUnderBudget: max(receiveBatchSize, 8) = 10 messages in flight, each at most 1 MiB.
+    const worstOvershoot = Math.max(10, maxBytes / MiB) * SQS_MAX_MESSAGE_BYTES;
+    const { poller, sqs, held, free, maxHeldBytes } = budgetSetup(maxBytes, { maxParallelReceives: 8 });
+    start(poller);
+    let seed = 11;
+    const random = (n: number) => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    let id = 0;
+    for (let step = 0; step < 400; step++) {
+      // Phases of tiny bodies, then of bodies at SQS's limit: the estimate is wrong at each change.
+      const large = Math.floor(step / 50) % 2 === 1;
+      const open = sqs.pending();
+      for (const r of open) expect(r.requestedAtSend).toBeLessThanOrEqual(10);
+      if (open.length > 0 && random(3) > 0) {
+        const receive = open[random(open.length)] as Receive;
+        const n = random(receive.count + 1);
+        receive.resolve(
+          ofSize(
+            Array.from({ length: n }, () => (large ? SQS_MAX_MESSAGE_BYTES : 100 + random(900))),
+            id,
+          ),
+        );
+        id += n;
+      }
+      if (held.messages.length > 0 && random(2) === 0) free(random(held.messages.length) + 1);
+      await settle();
+      expect(held.bytes).toBeLessThanOrEqual(maxBytes + worstOvershoot);
+    }
+    expect(id).toBeGreaterThan(200);
+    expect(maxHeldBytes()).toBeGreaterThan(maxBytes / 2);
+    expect(maxHeldBytes()).toBeLessThanOrEqual(maxBytes + worstOvershoot);
   });
 });
