@@ -1,13 +1,14 @@
 #!/bin/bash
-# LocalStack READY hook: creates the AWS resources octorelay's sample config
-# (config/default.json) expects. Mounted into /etc/localstack/init/ready.d/ by
+# LocalStack READY hook: creates the AWS resources the compose stack's octorelay config
+# (localstack/octorelay.json) names. Mounted into /etc/localstack/init/ready.d/ by
 # localstack/docker-compose.yml; LocalStack runs it once it serves requests.
 #
 # Idempotent: safe to re-run by hand against a running LocalStack, e.g.
 #   docker compose -f localstack/docker-compose.yml exec localstack \
 #     /etc/localstack/init/ready.d/01-octorelay.sh
 #
-# Resources (keep QUEUES and BUCKET in sync with config/default.json):
+# Resources (keep QUEUES and BUCKET in sync with localstack/octorelay.json, the config the
+# compose stack runs with; test/integration/docs.test.ts checks they agree):
 #   SQS  orders-dlq, clicks-dlq, events-dlq        (dead-letter queues)
 #   SQS  orders -> orders-dlq, clicks -> clicks-dlq, events -> events-dlq
 #        (RedrivePolicy maxReceiveCount 5, VisibilityTimeout 60 s)
