@@ -3,10 +3,14 @@
 # octorelay production image.
 #
 #   docker build -t octorelay .
-#   docker run --rm --stop-timeout 30 \
+#   docker run --rm --stop-timeout 35 \
 #     -e AWS_REGION=eu-west-1 \
+#     -e OCTORELAY_CONFIG=/etc/octorelay/config.json \
+#     -v "$PWD/config.json:/etc/octorelay/config.json:ro" \
 #     -v "$PWD/my-handlers:/app/handlers:ro" \
 #     octorelay
+#
+# The image declares no queues: the config you mount names yours (it refuses to start without).
 #
 # Stages: build (all deps + tsc) -> prod-deps (runtime deps only) -> runtime.
 # The runtime stage contains only dist/ (without the development commands),
@@ -108,10 +112,10 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # ---------------------------------------------------------------------------
 
 # Shutdown: on SIGTERM the service drains within OCTORELAY_SHUTDOWN_DEADLINE_MS
-# (default 25 s) and exits 0. Docker's default stop timeout is only 10 s, so
-# give the container more time than the deadline: `docker run --stop-timeout 30`,
-# compose `stop_grace_period: 30s`, Kubernetes `terminationGracePeriodSeconds`
-# >= 30 (the default, 30, is just enough).
+# (default 25 s) and exits 0; its own last-resort exit comes 5 s later (30 s).
+# Docker's default stop timeout is only 10 s, so give the container more time
+# than that: `docker run --stop-timeout 35`, compose `stop_grace_period: 35s`,
+# Kubernetes `terminationGracePeriodSeconds: 35` (its default, 30, is too short).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["tini", "--"]
 CMD ["node", "dist/main.js"]
