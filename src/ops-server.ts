@@ -9,6 +9,7 @@ import {
 import type { AddressInfo, Socket } from "node:net";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
+import type { ConsoleHandler } from "./console/console.ts";
 import type { Metrics } from "./metrics.ts";
 import type { PartnerState } from "./partner.ts";
 import type { PartnerSnapshot, Service } from "./service.ts";
@@ -79,12 +80,14 @@ const READ_METHODS = ["GET", "HEAD"] as const;
 
 /**
  * The operator's endpoints: /metrics (Prometheus), /healthz (alive, event loop not stalled),
- * /readyz (queues serving, not draining), /partners (per-partner state; filtered, sorted, paged).
+ * /readyz (queues serving, not draining), /partners (per-partner state; filtered, sorted, paged),
+ * and, when `console` is given, the operator console on the paths it serves (`/`, `/console/…`,
+ * `/assets/…`), behind the same limits; the server closes it when it closes.
  * Every request gets an answer (4xx for a bad one, 500 if a route throws) and none can crash the
  * process or hold a connection past the limits.
  */
 export async function startOpsServer(
-  deps: { service: Service; metrics: Metrics; log: Logger },
+  deps: { service: Service; metrics: Metrics; log: Logger; console?: ConsoleHandler },
   options: { host: string; port: number; limits?: Partial<OpsLimits> },
 ): Promise<OpsServer> {
   const { service, metrics } = deps;
@@ -135,7 +138,8 @@ export async function startOpsServer(
   const endpoints = [...routes.keys()];
   const allMethods = [...new Set([...routes.values()].flatMap((r) => r.methods))];
 
-  const route = async (req: IncomingMessage): Promise<OpsReply> => {
+  /** Resolves with the reply to send, or undefined once the console has answered itself. */
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<OpsReply | undefined> => {
     const method = req.method ?? "";
     const target = parseTarget(req.url ?? "", limits.maxTargetChars);
     if ("status" in target) return target;
@@ -148,7 +152,11 @@ export async function startOpsServer(
       return errorReply(405, `${method} * is not served`, { allow: allMethods.join(", ") });
     }
     const found = routes.get(target.path);
-    if (!found) return { status: 404, json: { error: "not found", endpoints } };
+    if (!found) {
+      // The endpoints above keep their paths; the console takes only the paths it serves.
+      if (deps.console && (await deps.console(req, res, target))) return undefined;
+      return { status: 404, json: { error: "not found", endpoints } };
+    }
     if (!found.methods.includes(method)) {
       return errorReply(405, `${method} is not allowed on ${target.path}`, {
         allow: found.methods.join(", "),
@@ -174,12 +182,14 @@ export async function startOpsServer(
       res.once("close", () => {
         if (answering.get(req.socket) === res) answering.delete(req.socket);
       });
-      route(req)
+      route(req, res)
         .catch((err: unknown): OpsReply => {
           log.error({ err, method: req.method, path: clip(req.url ?? "") }, "ops request failed");
           return errorReply(500, "internal error; see the service log");
         })
-        .then((reply) => send(res, reply))
+        .then((reply) => {
+          if (reply) send(res, reply);
+        })
         .catch((err: unknown) => {
           log.error({ err, method: req.method }, "ops response could not be written");
           res.destroy();
@@ -217,15 +227,20 @@ export async function startOpsServer(
   server.on("error", (err) => log.error({ err }, "ops server error"));
   const { port } = server.address() as AddressInfo;
   const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`;
-  log.info({ url }, `ops server listening: ${endpoints.join(" ")}`);
+  log.info(
+    { url },
+    `ops server listening: ${endpoints.join(" ")}${deps.console ? `, console at ${url}/` : ""}`,
+  );
   return {
     url,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await deps.console?.close();
+      await new Promise<void>((resolve) => {
         loopDelay.disable();
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+    },
   };
 }
 

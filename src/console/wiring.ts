@@ -1,0 +1,46 @@
+/**
+ * The one adapter between a running Service and the console's contracts: where the console reads
+ * the limits, the recent errors, the queue URLs, and how it replays. Whoever starts the ops server
+ * calls `serviceConsole(...)` and passes the handler in.
+ */
+import type { S3Client } from "@aws-sdk/client-s3";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import { resolveDeadLetterRoutes } from "../dead-letters.ts";
+import { replayParked } from "../replay.ts";
+import type { Service } from "../service.ts";
+import { type ConsoleDeps, type ConsoleHandler, type ConsoleOptions, createConsole } from "./console.ts";
+
+export function serviceConsoleDeps(
+  deps: { service: Service; sqs: SQSClient; s3: S3Client; log: Logger; env?: NodeJS.ProcessEnv },
+  config: Config,
+): ConsoleDeps {
+  const { service, sqs, s3, log } = deps;
+  return {
+    log,
+    service,
+    limits: service.partners.limits,
+    sqs,
+    s3,
+    // The relay resolves the same URLs at start but does not expose them; asking SQS again is cheap.
+    routes: () => resolveDeadLetterRoutes(sqs, config.queues),
+    replay: (account, signal) =>
+      replayParked({ s3, partners: service.partners, log }, config, { accounts: [account], signal }),
+    recentError: (account) => service.partners.recentError(account),
+    env: deps.env ?? process.env,
+  };
+}
+
+export function serviceConsole(
+  deps: { service: Service; sqs: SQSClient; s3: S3Client; log: Logger; env?: NodeJS.ProcessEnv },
+  config: Config,
+  options: Partial<Omit<ConsoleOptions, "config" | "token" | "requireTokenForRead">> = {},
+): ConsoleHandler {
+  return createConsole(serviceConsoleDeps(deps, config), {
+    ...options,
+    token: config.ops.token,
+    requireTokenForRead: config.ops.requireTokenForRead,
+    config,
+  });
+}
