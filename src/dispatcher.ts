@@ -1,11 +1,10 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { backoffMs } from "./backoff.ts";
 import type { DispatchConfig } from "./config.ts";
+import { type DeliveryEvents, DeliveryStack } from "./delivery/stack.ts";
 import type { Batch, Destination } from "./destinations/destination.ts";
-import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "./errors.ts";
-import { MAX_RETRY_AFTER_MS, type Partner } from "./partner.ts";
-import { sleep, timerMs } from "./sleep.ts";
+import type { DeliveryError } from "./errors.ts";
+import type { Partner } from "./partner.ts";
 import type { RelayStats } from "./stats.ts";
 import type { TickWheel } from "./tick-wheel.ts";
 
@@ -54,8 +53,9 @@ export interface DispatcherOptions {
 }
 
 /**
- * The per-account actor: buffers outputs, flushes a batch when it is full or when its timer fires,
- * retries failed flushes with backoff, and stops itself after `emptyFlushLimit` empty ticks in a row.
+ * The per-account actor: buffers outputs, cuts a batch when it is full or when its timer fires and
+ * hands it to its delivery stack (delivery/stack.ts: retry, limits, destination, park), and stops
+ * itself after `emptyFlushLimit` empty ticks in a row.
  * It stops only with an empty buffer and nothing in flight, and it is forgotten synchronously, so an
  * output that arrives later spawns a successor and nothing falls between the two.
  */
@@ -64,8 +64,9 @@ export class Dispatcher<T> {
   readonly #deps: DispatcherDeps<T>;
   readonly #queue: string;
   readonly #options: DispatchConfig;
-  readonly #destination: Destination;
-  readonly #partner: Pick<Partner, "deliver">;
+  /** retry → limits → destination (and the park path): every batch of this dispatcher goes through it. */
+  readonly #stack: DeliveryStack;
+  readonly #events: DeliveryEvents;
   #log: Logger | undefined;
   /** Aborts the flights in progress at shutdown; exists only while something is in flight. */
   #abort: AbortController | undefined;
@@ -83,12 +84,14 @@ export class Dispatcher<T> {
   #drained: (() => void)[] | undefined;
 
   constructor(deps: DispatcherDeps<T>, options: DispatcherOptions) {
+    const { destination, partner: limits, dispatch } = options;
     this.#deps = deps;
     this.#queue = options.queue;
-    this.#options = options.dispatch;
-    this.#destination = options.destination;
-    this.#partner = options.partner;
+    this.#options = dispatch;
     this.account = options.account;
+    const park = dispatch.onOutage === "park" ? { park: deps.park } : {};
+    this.#stack = new DeliveryStack({ limits, destination, ...park }, dispatch);
+    this.#events = this.#observe();
     if (deps.ticker) this.#slot = deps.ticker.add(this, this.#options.flushIntervalMs);
     else this.#arm();
   }
@@ -235,149 +238,78 @@ export class Dispatcher<T> {
   }
 
   /**
-   * The partner has failed (or its breaker has been open) for giveUpAfterMs: park the batch in S3
-   * when the profile says so (the messages are then done), else release them to SQS.
-   */
-  async #giveUp(batch: Batch, tickets: T[], error: DeliveryError, signal: AbortSignal): Promise<void> {
-    const log = this.#logger();
-    this.#destination.forget?.(batch.batchId);
-    if (this.#options.onOutage === "park") {
-      for (let attempt = 1; attempt <= 5 && !signal.aborted; attempt++) {
-        try {
-          await this.#deps.park.deliver(batch, signal);
-          this.#deps.stats.parkedRecords += tickets.length;
-          this.#deps.stats.observer.flushDone("park", "parked", 0, batch.lines.length, batch.bytes);
-          this.#deps.onParked?.(batch);
-          log.warn(
-            { err: error, batchId: batch.batchId, records: tickets.length },
-            "partner down past giveUpAfterMs; batch parked in S3",
-          );
-          this.#deps.onDelivered(tickets);
-          return;
-        } catch (err) {
-          log.error({ err, batchId: batch.batchId, attempt }, "could not park the batch");
-          await sleep(backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs), signal);
-        }
-      }
-    }
-    log.error(
-      { err: error, batchId: batch.batchId, records: tickets.length },
-      "partner still failing after giveUpAfterMs; releasing the batch's messages to SQS",
-    );
-    this.#deps.onAbandoned(tickets, signal.aborted ? "stopping" : "giving-up");
-  }
-
-  /**
-   * Delivers one batch, retrying with backoff; the same batch id (so the same key) on every try. Once
-   * it has failed, `giveUpAfterMs` is a hard bound: neither a backoff, a Retry-After, nor a wait for
-   * the partner's limits (a pause, a window) carries it past that instant.
+   * Delivers one batch through the stack (retry → limits → destination, and the park path) and hands
+   * its tickets on by outcome; the same batch id (so the same key) on every try.
    */
   async #deliver(batch: Batch, tickets: T[], signal: AbortSignal): Promise<void> {
+    const result = await this.#stack.deliver(batch, signal, this.#events);
+    if (result.outcome === "delivered") {
+      this.#deps.onDelivered(tickets);
+      return;
+    }
     const log = this.#logger();
-    let failingSinceMs: number | undefined;
-    let lastFailure: DeliveryError | undefined;
-    for (let attempt = 1; ; attempt++) {
-      if (signal.aborted) {
-        this.#deps.onAbandoned(tickets, "stopping");
-        return;
-      }
-      const giveUpAtMs =
-        failingSinceMs === undefined ? undefined : failingSinceMs + this.#options.giveUpAfterMs;
-      if (giveUpAtMs !== undefined && lastFailure && Date.now() >= giveUpAtMs) {
-        await this.#giveUp(batch, tickets, lastFailure, signal);
-        return;
-      }
-      const startedMs = performance.now();
-      try {
-        await this.#attempt(batch, signal, giveUpAtMs);
-        this.#deps.stats.observer.flushDone(
-          this.#destination.kind,
-          "delivered",
-          (performance.now() - startedMs) / 1000,
-          batch.lines.length,
-          batch.bytes,
+    switch (result.outcome) {
+      case "rejected":
+        log.error(
+          { err: result.error, batchId: batch.batchId, records: tickets.length },
+          "destination refused the batch for good",
         );
-        this.#deps.stats.flushes++;
-        this.#deps.stats.flushedRecords += batch.lines.length;
-        this.#deps.stats.flushedBytes += batch.bytes;
-        this.#lastError = undefined;
+        this.#deps.onRejected(tickets, result.error);
+        return;
+      case "parked":
+        this.#deps.stats.parkedRecords += tickets.length;
+        this.#deps.stats.observer.flushDone(
+          "park",
+          "parked",
+          0,
+          result.batch.lines.length,
+          result.batch.bytes,
+        );
+        this.#deps.onParked?.(result.batch);
+        log.warn(
+          { err: result.error, batchId: batch.batchId, records: tickets.length },
+          "partner down past giveUpAfterMs; batch parked in S3",
+        );
         this.#deps.onDelivered(tickets);
         return;
-      } catch (err) {
-        // The wait for the partner's limits ran into the give-up bound: the last failure stands.
-        const cutShort = giveUpAtMs !== undefined && Date.now() >= giveUpAtMs && !signal.aborted;
-        if (cutShort && lastFailure && !(err instanceof DeliveryError)) {
-          await this.#giveUp(batch, tickets, lastFailure, signal);
-          return;
-        }
-        // Refused before any call: an open breaker (the partner logs it once), or limits that could
-        // not be granted (the store is down; the partner is not called). Not a failed flush.
-        const notCalled = err instanceof BreakerOpenError || err instanceof LimitsUnavailableError;
-        if (!notCalled) {
-          this.#deps.stats.flushFailures++;
-          this.#deps.stats.observer.flushDone(
-            this.#destination.kind,
-            "failed",
-            (performance.now() - startedMs) / 1000,
-            batch.lines.length,
-            batch.bytes,
-          );
-        }
-        const error =
-          err instanceof DeliveryError
-            ? err
-            : new DeliveryError(
-                (err as Error).message,
-                { destination: this.#destination.kind, account: this.account, retryable: true },
-                { cause: err },
-              );
-        this.#lastError = error.message;
-        if (!error.retryable) {
+      case "released":
+        if (result.error) {
           log.error(
-            { err: error, batchId: batch.batchId, records: tickets.length },
-            "destination refused the batch for good",
-          );
-          this.#deps.onRejected(tickets, error);
-          return;
-        }
-        lastFailure = error;
-        failingSinceMs ??= Date.now();
-        const leftMs = failingSinceMs + this.#options.giveUpAfterMs - Date.now();
-        if (leftMs <= 0) {
-          await this.#giveUp(batch, tickets, error, signal);
-          return;
-        }
-        const delayMs = Math.min(
-          leftMs,
-          Math.max(
-            backoffMs(attempt, this.#options.retryBaseMs, this.#options.retryMaxMs),
-            Math.min(error.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS),
-          ),
-        );
-        // An open breaker is one condition, logged by the partner when it opens; a limits store that
-        // is down is logged on a batch's first try, not on every retry.
-        const quiet =
-          err instanceof BreakerOpenError || (err instanceof LimitsUnavailableError && attempt > 1);
-        if (!quiet) {
-          log[attempt === 1 ? "warn" : "error"](
-            { err: error, batchId: batch.batchId, attempt, retryInMs: delayMs },
-            "flush failed; retrying",
+            { err: result.error, batchId: batch.batchId, records: tickets.length },
+            "partner still failing after giveUpAfterMs; releasing the batch's messages to SQS",
           );
         }
-        await sleep(delayMs, signal);
-      }
+        this.#deps.onAbandoned(tickets, result.cause);
     }
   }
 
-  /** One try. Once the batch is failing, its wait for the partner's limits ends at `giveUpAtMs`. */
-  async #attempt(batch: Batch, signal: AbortSignal, giveUpAtMs: number | undefined): Promise<void> {
-    if (giveUpAtMs === undefined) return this.#partner.deliver(this.#destination, batch, signal);
-    const giveUp = new AbortController();
-    const timer = setTimeout(() => giveUp.abort(), timerMs(giveUpAtMs - Date.now()));
-    try {
-      await this.#partner.deliver(this.#destination, batch, signal, giveUp.signal);
-    } finally {
-      clearTimeout(timer);
-    }
+  /** Metrics and logs at each try, for every batch of this dispatcher; built with its stack. */
+  #observe(): DeliveryEvents {
+    const stats = this.#deps.stats;
+    const kind = this.#stack.kind;
+    return {
+      tried: (batch, result, seconds) => {
+        stats.observer.flushDone(kind, result, seconds, batch.lines.length, batch.bytes);
+        if (result === "failed") {
+          stats.flushFailures++;
+          return;
+        }
+        stats.flushes++;
+        stats.flushedRecords += batch.lines.length;
+        stats.flushedBytes += batch.bytes;
+        this.#lastError = undefined;
+      },
+      failed: (batch, error, { attempt, retryInMs, quiet }) => {
+        this.#lastError = error.message;
+        if (retryInMs === undefined || quiet) return;
+        this.#logger()[attempt === 1 ? "warn" : "error"](
+          { err: error, batchId: batch.batchId, attempt, retryInMs },
+          "flush failed; retrying",
+        );
+      },
+      parkFailed: (batch, error, attempt) => {
+        this.#logger().error({ err: error, batchId: batch.batchId, attempt }, "could not park the batch");
+      },
+    };
   }
 }

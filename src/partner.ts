@@ -1,164 +1,25 @@
-import {
-  BrokenCircuitError,
-  type CircuitBreakerPolicy,
-  CircuitState,
-  ConsecutiveBreaker,
-  circuitBreaker,
-  handleWhen,
-} from "cockatiel";
-import type { Logger } from "pino";
-import type { DispatchConfig } from "./config.ts";
-import type { Batch, Destination } from "./destinations/destination.ts";
-import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "./errors.ts";
-import type { LimitSpec, PartnerLimits, Pause } from "./partner-limits.ts";
+import { LimitsLayer, type LimitsProfile } from "./delivery/limits.ts";
+
+export { limitSpec, MAX_RETRY_AFTER_MS } from "./delivery/limits.ts";
 
 /** What a partner's profile sets of its shared limits. */
-export type PartnerProfile = Pick<DispatchConfig, "rateLimit" | "breaker" | "maxConcurrentFlushes">;
+export type PartnerProfile = LimitsProfile;
 
 export type PartnerState = "active" | "idle" | "breaker-open" | "parked";
 
 /**
- * The longest pause a Retry-After can impose: 15 minutes, SQS's own longest message delay. A
- * partner's explicit "come back later" is honoured past our own retry backoff (`retryMaxMs`), but a
- * `Retry-After: 86400` (or a garbage 99999999) does not silence it for a day: after 15 minutes one
- * request finds out whether it is back. A batch still gives up at `giveUpAfterMs`, whichever is first.
+ * One partner account as the directory holds it: its limits layer (the part of the delivery stack
+ * shared by every dispatcher of the account, see delivery/limits.ts), plus what the directory counts
+ * to know when to forget it and what `/partners` shows.
  */
-export const MAX_RETRY_AFTER_MS = 15 * 60_000;
-
-/** The spec the limits layer enforces for a profile. */
-export function limitSpec(profile: PartnerProfile): LimitSpec {
-  const { requests, records, intervalMs } = profile.rateLimit;
-  return { requests, records, intervalMs, maxConcurrent: profile.maxConcurrentFlushes };
-}
-
-/** Neither our own abort nor a limits store that is down says anything about the partner. */
-const notThePartners = (err: unknown) =>
-  err instanceof LimitsUnavailableError || (err as Error | undefined)?.name === "AbortError";
-
-/** A batch the partner refuses for good says nothing about its health either. */
-const countsAsFailure = (err: unknown) =>
-  !(err instanceof DeliveryError && !err.retryable) && !notThePartners(err);
-
-/**
- * One partner account's delivery stack, shared by every dispatcher of that account in this process
- * (one per queue): limits → breaker → destination. The limits (concurrency, both rate limits, and
- * pauses: Retry-After, an open breaker) live in the injected PartnerLimits, keyed by account, so they
- * outlive this object and, with a shared implementation, hold across replicas. The circuit breaker
- * (cockatiel) is local; when it opens it publishes a pause, so every replica waits out the cool-down.
- *
- * There is one per active account (thousands), so what a healthy partner does not use is not built:
- * the breaker appears with the first failure, the logger with the first line.
- */
-export class Partner {
-  readonly account: string;
-  readonly #parentLog: Logger;
-  readonly #limits: PartnerLimits;
-  readonly #profile: PartnerProfile;
-  readonly #spec: LimitSpec;
-  #breaker: CircuitBreakerPolicy | undefined;
-  /** While the breaker is open, its cool-down ends here. */
-  #openUntilMs = 0;
-  #log: Logger | undefined;
+export class Partner extends LimitsLayer {
   /** Dispatchers of this account alive now, across queues. */
   dispatchers = 0;
   parkedBatches = 0;
-  /** The partner's own last failure, cleared by a success (not our aborts or a limits outage). */
-  lastError: { message: string; atMs: number } | undefined;
-
-  constructor(deps: { log: Logger; limits: PartnerLimits }, account: string, profile: PartnerProfile) {
-    this.account = account;
-    this.#parentLog = deps.log;
-    this.#limits = deps.limits;
-    this.#profile = profile;
-    this.#spec = limitSpec(profile);
-  }
-
-  get breakerOpen(): boolean {
-    return this.#breaker?.state === CircuitState.Open;
-  }
 
   state(): PartnerState {
-    const breaker = this.#breaker?.state;
-    if (breaker === CircuitState.Open || breaker === CircuitState.HalfOpen) return "breaker-open";
+    if (this.breakerTripped) return "breaker-open";
     if (this.parkedBatches > 0) return "parked";
     return this.dispatchers > 0 ? "active" : "idle";
-  }
-
-  /**
-   * Delivers one batch within the partner's limits. Rejects with BreakerOpenError without calling
-   * the partner while its breaker is open, with LimitsUnavailableError when the limits cannot be
-   * granted (retry later; the partner is not called), or with the destination's DeliveryError.
-   * `waitSignal` bounds only the wait for the limits (a pause, a window, a slot), not a call under way.
-   */
-  async deliver(
-    destination: Destination,
-    batch: Batch,
-    signal: AbortSignal,
-    waitSignal?: AbortSignal,
-  ): Promise<void> {
-    // Refused at once while cooling down, rather than after waiting for a slot and a window.
-    if (this.breakerOpen && Date.now() < this.#openUntilMs) throw new BreakerOpenError(this.account);
-    // Outside the breaker: a limits outage or our own abort is no verdict on the partner, and
-    // cockatiel would count it as a success of a half-open probe.
-    const permit = await this.#limits.acquire(
-      this.account,
-      this.#spec,
-      batch.lines.length,
-      waitSignal ? AbortSignal.any([signal, waitSignal]) : signal,
-    );
-    try {
-      signal.throwIfAborted();
-      const call = () => destination.deliver(batch, signal);
-      await (this.#breaker ? this.#breaker.execute(call) : call());
-      this.lastError = undefined;
-    } catch (err) {
-      if (err instanceof BrokenCircuitError) throw new BreakerOpenError(this.account, { cause: err });
-      if (notThePartners(err)) throw err;
-      // Recorded before the permit is released, so no request waiting for it goes out first.
-      if (err instanceof DeliveryError && err.retryAfterMs !== undefined) {
-        const pauseMs = Math.min(err.retryAfterMs, MAX_RETRY_AFTER_MS);
-        await this.#pause({ reason: "retry-after", untilMs: Date.now() + pauseMs });
-      }
-      this.lastError = { message: (err as Error).message, atMs: Date.now() };
-      if (!this.#breaker && countsAsFailure(err)) await this.#startBreaker(err);
-      throw err;
-    } finally {
-      permit.release();
-    }
-  }
-
-  /** Publishes a pause; a store that cannot take it is logged, never fatal to the delivery path. */
-  async #pause(pause: Pause): Promise<void> {
-    try {
-      await this.#limits.pause(this.account, pause);
-    } catch (err) {
-      this.#logger().warn({ err, pause }, "could not record the partner's pause; other replicas may call it");
-    }
-  }
-
-  /** The first failure builds the breaker and is fed to it, so it counts like every later one. */
-  async #startBreaker(first: unknown): Promise<void> {
-    const { failures, cooldownMs } = this.#profile.breaker;
-    const breaker = circuitBreaker(handleWhen(countsAsFailure), {
-      halfOpenAfter: cooldownMs,
-      breaker: new ConsecutiveBreaker(failures),
-    });
-    breaker.onStateChange((state) => {
-      const log = this.#logger();
-      const name = CircuitState[state];
-      if (state === CircuitState.Open) {
-        log.warn({ breaker: name }, "partner breaker opened");
-        this.#openUntilMs = Date.now() + cooldownMs;
-        // Shared limits make every replica (and this account's next Partner) wait out the cool-down.
-        void this.#pause({ reason: "breaker", untilMs: this.#openUntilMs });
-      } else log.info({ breaker: name }, "partner breaker state changed");
-    });
-    this.#breaker = breaker;
-    await breaker.execute(() => Promise.reject(first)).catch(() => {});
-  }
-
-  #logger(): Logger {
-    this.#log ??= this.#parentLog.child({ component: "partner", account: this.account });
-    return this.#log;
   }
 }

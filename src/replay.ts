@@ -10,13 +10,10 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import type { Logger } from "pino";
-import { backoffMs } from "./backoff.ts";
 import type { Config } from "./config.ts";
-import type { Batch } from "./destinations/destination.ts";
+import { DeliveryStack } from "./delivery/stack.ts";
 import { encodeKeySegment } from "./destinations/s3.ts";
-import { BreakerOpenError, DeliveryError } from "./errors.ts";
-import type { Partner } from "./partner.ts";
-import type { PartnerDirectory, Profile } from "./partners.ts";
+import type { PartnerDirectory } from "./partners.ts";
 
 export interface ReplayResult {
   batches: number;
@@ -71,6 +68,7 @@ export async function replayParked(
           continue;
         }
         const profile = partners.profile(queueConfig, account);
+        const { retryBaseMs, retryMaxMs } = profile.dispatch;
         const batch = {
           queue: queueConfig.name,
           account,
@@ -79,11 +77,15 @@ export async function replayParked(
           lines,
           bytes: Buffer.byteLength(text),
         };
-        try {
-          await deliverWithRetries(partners.partner(account), profile, batch, signal, options.attempts ?? 8);
-        } catch (err) {
+        // The partner's stack without a give-up bound or a park path: a number of tries, then left in place.
+        const stack = new DeliveryStack(
+          { limits: partners.partner(account), destination: profile.destination },
+          { retryBaseMs, retryMaxMs, maxAttempts: options.attempts ?? 8 },
+        );
+        const outcome = await stack.deliver(batch, signal);
+        if (outcome.outcome !== "delivered") {
           log.error(
-            { err, key, account },
+            { err: outcome.error, key, account },
             "replay of a parked batch failed; left in place for the next replay",
           );
           result.failed++;
@@ -98,30 +100,4 @@ export async function replayParked(
     } while (token);
   }
   return result;
-}
-
-/** Retries what may pass later (an open breaker, 5xx, Retry-After) with the profile's backoff. */
-async function deliverWithRetries(
-  partner: Partner,
-  profile: Profile,
-  batch: Batch,
-  signal: AbortSignal,
-  attempts: number,
-): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await partner.deliver(profile.destination, batch, signal);
-      return;
-    } catch (err) {
-      const retryable = err instanceof BreakerOpenError || (err instanceof DeliveryError && err.retryable);
-      if (!retryable || attempt >= attempts || signal.aborted) throw err;
-      const waitMs = Math.max(
-        backoffMs(attempt, profile.dispatch.retryBaseMs, profile.dispatch.retryMaxMs),
-        err instanceof BreakerOpenError
-          ? profile.dispatch.breaker.cooldownMs
-          : ((err as DeliveryError).retryAfterMs ?? 0),
-      );
-      await new Promise((resolve) => setTimeout(resolve, waitMs));
-    }
-  }
 }

@@ -14,14 +14,16 @@ export interface Batch {
 }
 
 /**
- * Where a dispatcher's batches go. `deliver` resolves once the batch is durably stored; it rejects
- * with a DeliveryError whose `retryable` says whether trying again can help.
+ * Where a dispatcher's batches go: the service at the bottom of a partner's delivery stack
+ * (delivery/stack.ts). `deliver` resolves once the batch is durably stored; it rejects with a
+ * DeliveryError whose `retryable` says whether trying again can help. A destination that sends a
+ * batch in several calls and got part of it through says which lines failed with a BatchEntryError
+ * as the DeliveryError's `cause`, one failure per line, its `id` the line's index in `batch.lines`;
+ * the retry layer then tries only those again. A destination keeps nothing between two calls.
  */
 export interface Destination {
   readonly kind: string;
   deliver(batch: Batch, signal: AbortSignal): Promise<void>;
-  /** The batch will not be tried again: drop anything kept for its retries. */
-  forget?(batchId: string): void;
 }
 
 type TemplateField = "account" | "queue";

@@ -1,6 +1,6 @@
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { SqsDestinationConfig } from "../config.ts";
-import { DeliveryError } from "../errors.ts";
+import { BatchEntryError, DeliveryError } from "../errors.ts";
 import {
   type Batch,
   type Destination,
@@ -18,16 +18,14 @@ const QUEUE_NAME = /^[A-Za-z0-9_-]+(\.fifo)?$/;
 const MAX_QUEUE_NAME_CHARS = 80;
 
 /**
- * Forwards each record as one message to the partner's queue with SendMessageBatch. Entries that
- * failed are retried; entries already sent are remembered by batch id, so a retry of the batch does
- * not send them twice.
+ * Forwards each record as one message to the partner's queue with SendMessageBatch. A batch that got
+ * only partly through rejects with the failed lines listed (a BatchEntryError as the cause), so the
+ * retry layer sends only those again: nothing is remembered here between calls.
  */
 export class SqsDestination implements Destination {
   readonly kind = "sqs";
   readonly #sqs: SQSClient;
   readonly #options: SqsDestinationConfig;
-  /** batchId → indexes of lines already accepted by SQS, kept until the batch is done. */
-  readonly #sent = new Map<string, Set<number>>();
 
   constructor(deps: { sqs: SQSClient }, options: SqsDestinationConfig) {
     this.#sqs = deps.sqs;
@@ -60,11 +58,10 @@ export class SqsDestination implements Destination {
   /** No abort signal to the SDK, so its cached middleware serves these calls (see S3Destination). */
   async deliver(batch: Batch, _signal: AbortSignal): Promise<void> {
     const queueUrl = this.queueUrlFor(batch);
-    const sent = this.#sent.get(batch.batchId) ?? new Set<number>();
-    this.#sent.set(batch.batchId, sent);
     const failures: string[] = [];
+    const failed: BatchEntryError["failures"][number][] = [];
     let permanent = true;
-    for (const chunk of chunks(batch.lines, sent)) {
+    for (const chunk of chunks(batch.lines)) {
       try {
         const out = await this.#sqs.send(
           new SendMessageBatchCommand({
@@ -72,33 +69,32 @@ export class SqsDestination implements Destination {
             Entries: chunk.map((i) => ({ Id: String(i), MessageBody: (batch.lines[i] as string).trimEnd() })),
           }),
         );
-        for (const ok of out.Successful ?? []) sent.add(Number(ok.Id));
         for (const f of out.Failed ?? []) {
           failures.push(`${f.Code}: ${f.Message ?? ""}`);
+          failed.push({
+            id: f.Id ?? "",
+            code: f.Code ?? "",
+            message: f.Message ?? "",
+            senderFault: !!f.SenderFault,
+          });
           if (!f.SenderFault) permanent = false;
         }
       } catch (err) {
-        failures.push(
-          `${(err as Error).name}: ${(err as Error).message}`.replaceAll(queueUrl, redactUrl(queueUrl)),
-        );
+        const { name, message } = err as Error;
+        const shown = `${name}: ${message}`.replaceAll(queueUrl, redactUrl(queueUrl));
+        failures.push(shown);
+        // The call's fate is unknown: every entry it held goes again.
+        for (const i of chunk) failed.push({ id: String(i), code: name, message: shown, senderFault: false });
         permanent = false;
       }
     }
-    if (failures.length === 0) {
-      this.#sent.delete(batch.batchId);
-      return;
-    }
-    if (permanent) this.#sent.delete(batch.batchId);
+    if (failures.length === 0) return;
     throw new DeliveryError(
       `SendMessageBatch to ${redactUrl(queueUrl)}: ${failures.length} failure(s), first: ${failures[0]}`,
       // Entries SQS rejected as the sender's fault (too large, invalid characters) will never pass.
       { destination: this.kind, account: batch.account, retryable: !permanent },
+      { cause: new BatchEntryError("SendMessageBatch", failed) },
     );
-  }
-
-  /** A batch given up on will not be retried: forget what was sent of it. */
-  forget(batchId: string): void {
-    this.#sent.delete(batchId);
   }
 }
 
@@ -120,12 +116,11 @@ function accountProblem(template: string, account: string, name: string): string
   return undefined;
 }
 
-/** Unsent line indexes in groups of at most 10 entries and MAX_CALL_BYTES. */
-function* chunks(lines: string[], sent: Set<number>): Generator<number[]> {
+/** Line indexes in groups of at most 10 entries and MAX_CALL_BYTES. */
+function* chunks(lines: string[]): Generator<number[]> {
   let chunk: number[] = [];
   let bytes = 0;
   for (let i = 0; i < lines.length; i++) {
-    if (sent.has(i)) continue;
     const size = Buffer.byteLength(lines[i] as string);
     if (chunk.length === SQS_BATCH || (chunk.length > 0 && bytes + size > MAX_CALL_BYTES)) {
       yield chunk;

@@ -1,10 +1,11 @@
 import type { S3Client } from "@aws-sdk/client-s3";
-import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DispatchConfig } from "../../src/config.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { renderKey } from "../../src/destinations/s3.ts";
+import { SqsDestination } from "../../src/destinations/sqs.ts";
 import { Dispatcher, type DispatcherDeps, type DispatcherOptions } from "../../src/dispatcher.ts";
 import { DeliveryError, LimitsUnavailableError } from "../../src/errors.ts";
 import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
@@ -753,6 +754,47 @@ describe("Dispatcher: the give-up bound wins over any wait", () => {
     await vi.advanceTimersByTimeAsync(20_000);
     expect(onAbandoned).not.toHaveBeenCalled();
     expect(delivered).toEqual([[1, 2]]);
+  });
+});
+
+describe("Dispatcher: giving up on a partly delivered batch", () => {
+  it("parks only the entries an SQS partner never took, so a replay sends none of them twice", async () => {
+    // The partner's queue takes every entry but the first, on every call.
+    const send = async (command: SendMessageBatchCommand) => {
+      const entries = command.input.Entries ?? [];
+      return {
+        Successful: entries
+          .filter((e) => e.Id !== "0")
+          .map((e) => ({ Id: e.Id, MessageId: "m", MD5OfMessageBody: "" })),
+        Failed: entries
+          .filter((e) => e.Id === "0")
+          .map((e) => ({ Id: e.Id, Code: "InternalError", SenderFault: false })),
+      };
+    };
+    const destination = new SqsDestination(
+      { sqs: { send } as unknown as SQSClient },
+      { type: "sqs", queueUrl: "https://sqs.us-east-1.amazonaws.com/123456789012/partner" },
+    );
+    const park = new FakeDestination();
+    const stats = newRelayStats();
+    const onDelivered = vi.fn();
+    const onAbandoned = vi.fn();
+    const dispatcher = new Dispatcher<number>(
+      { park, log, stats, onDelivered, onRejected: vi.fn(), onAbandoned, onStopped: vi.fn() },
+      {
+        queue: "orders",
+        account: "acme",
+        dispatch: { ...baseOptions, maxRecords: 4, giveUpAfterMs: 5000, onOutage: "park" },
+        destination,
+        partner: unlimited,
+      },
+    );
+    for (const t of [1, 2, 3, 4]) dispatcher.add({ line: line(t), ticket: t });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(onAbandoned).not.toHaveBeenCalled();
+    expect(onDelivered).toHaveBeenCalledWith([1, 2, 3, 4]);
+    expect(park.calls.map((c) => c.batch.lines)).toEqual([[line(1)]]);
+    expect(stats.parkedRecords).toBe(4);
   });
 });
 
