@@ -77,3 +77,23 @@ export class LimitsUnavailableError extends OctorelayError {
     this.name = "LimitsUnavailableError";
   }
 }
+
+/**
+ * An operator paused the partner and it was not called. Like an outage it starts the batch's give-up clock, so a long pause ends in the partner's outage policy
+ * (release or park) instead of holding messages for as long as the pause lasts.
+ */
+export class PartnerPausedError extends OctorelayError {
+  readonly code = "PARTNER_PAUSED";
+  readonly account: string;
+  readonly reason: string;
+  readonly untilMs: number;
+  constructor(account: string, pause: { reason: string; untilMs: number }) {
+    super(
+      `partner ${account} is paused (${pause.reason}) until ${new Date(pause.untilMs).toISOString()}; not calling it`,
+    );
+    this.name = "PartnerPausedError";
+    this.account = account;
+    this.reason = pause.reason;
+    this.untilMs = pause.untilMs;
+  }
+}

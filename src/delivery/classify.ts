@@ -4,8 +4,11 @@
  * retry.ts only carries it out.
  */
 import type { Batch } from "../destinations/destination.ts";
-import { BatchEntryError, DeliveryError } from "../errors.ts";
+import { BatchEntryError, DeliveryError, PartnerPausedError } from "../errors.ts";
 import { MAX_RETRY_AFTER_MS } from "./limits.ts";
+
+/** How long a batch refused by a pause waits before it looks again (a resume is seen within this). */
+export const PAUSE_RECHECK_MS = 5_000;
 
 export type RetryAction =
   /** Try the same batch again, not before `afterMs` (the partner's Retry-After, capped) if it asked. */
@@ -35,6 +38,13 @@ export function classify(error: unknown, state: RetryState): RetryAction {
   if (state.maxAttempts !== undefined && state.attempts >= state.maxAttempts)
     return { action: "give-up", reason: `failed ${state.attempts} attempt(s)` };
   const reason = (error as Error | undefined)?.message ?? String(error);
+  // Look again soon: a resume should be noticed within seconds, not after the whole pause.
+  if (error instanceof PartnerPausedError)
+    return {
+      action: "retry",
+      reason,
+      afterMs: Math.max(0, Math.min(error.untilMs - state.nowMs, PAUSE_RECHECK_MS)),
+    };
   if (!(error instanceof DeliveryError)) return { action: "retry", reason };
   const remaining = failedPart(state.batch, error);
   if (remaining) return { action: "retry-partial", remaining, reason };

@@ -13,8 +13,9 @@ import {
 import type { Logger } from "pino";
 import type { DispatchConfig } from "../config.ts";
 import type { Batch, Destination } from "../destinations/destination.ts";
-import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "../errors.ts";
+import { BreakerOpenError, DeliveryError, LimitsUnavailableError, PartnerPausedError } from "../errors.ts";
 import type { LimitSpec, PartnerLimits, Pause } from "../partner-limits.ts";
+import { timerMs } from "../sleep.ts";
 
 /** What a partner's profile sets of its shared limits. */
 export type LimitsProfile = Pick<DispatchConfig, "rateLimit" | "breaker" | "maxConcurrentFlushes">;
@@ -26,6 +27,13 @@ export type LimitsProfile = Pick<DispatchConfig, "rateLimit" | "breaker" | "maxC
  * request finds out whether it is back. A batch still gives up at `giveUpAfterMs`, whichever is first.
  */
 export const MAX_RETRY_AFTER_MS = 15 * 60_000;
+
+/**
+ * A wait for the limits longer than this asks whether an operator paused the partner: it is then
+ * refused with PartnerPausedError (its batches then fail, and give up, as in an outage). Healthy
+ * waits (a rate window, a slot) rarely last this long, so the check costs nothing on the hot path.
+ */
+export const PAUSE_CHECK_AFTER_MS = 1_000;
 
 /** The spec the limits layer enforces for a profile. */
 export function limitSpec(profile: LimitsProfile): LimitSpec {
@@ -103,12 +111,7 @@ export class LimitsLayer {
     if (this.breakerOpen && Date.now() < this.#openUntilMs) throw new BreakerOpenError(this.account);
     // Outside the breaker: a limits outage or our own abort is no verdict on the partner, and
     // cockatiel would count it as a success of a half-open probe.
-    const permit = await this.#limits.acquire(
-      this.account,
-      this.#spec,
-      batch.lines.length,
-      waitSignal ? AbortSignal.any([signal, waitSignal]) : signal,
-    );
+    const permit = await this.#acquire(batch.lines.length, signal, waitSignal);
     try {
       signal.throwIfAborted();
       const call = () => destination.deliver(batch, signal);
@@ -127,6 +130,32 @@ export class LimitsLayer {
       throw err;
     } finally {
       permit.release();
+    }
+  }
+
+  /** Waits for the limits; a wait that outlasts PAUSE_CHECK_AFTER_MS under an operator pause is refused. */
+  async #acquire(records: number, signal: AbortSignal, waitSignal: AbortSignal | undefined) {
+    const paused = new AbortController();
+    const timer = setTimeout(() => {
+      this.#limits.pauseOf(this.account).then(
+        (pause) => {
+          // An operator's pause is an outage by decision; a Retry-After or a breaker's cool-down is
+          // the partner's own short "not now", waited out as it is (its failing batch is already
+          // on the give-up clock).
+          if (pause?.reason === "operator" && pause.untilMs > Date.now())
+            paused.abort(new PartnerPausedError(this.account, pause));
+        },
+        () => {}, // A store that cannot say keeps the wait as it is: never a call past a limit.
+      );
+    }, timerMs(PAUSE_CHECK_AFTER_MS));
+    const signals = waitSignal ? [signal, waitSignal, paused.signal] : [signal, paused.signal];
+    try {
+      return await this.#limits.acquire(this.account, this.#spec, records, AbortSignal.any(signals));
+    } catch (err) {
+      if (paused.signal.aborted && !signal.aborted) throw paused.signal.reason;
+      throw err;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -4,7 +4,7 @@
  */
 import { backoffMs } from "../backoff.ts";
 import type { Batch } from "../destinations/destination.ts";
-import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "../errors.ts";
+import { BreakerOpenError, DeliveryError, LimitsUnavailableError, PartnerPausedError } from "../errors.ts";
 import { sleep, timerMs } from "../sleep.ts";
 import { classify } from "./classify.ts";
 
@@ -52,9 +52,11 @@ export interface RetryEvents {
   ): void;
 }
 
-/** Refused before any call: an open breaker, or limits that could not be granted. Not a failed flush. */
+/** Refused before any call: an open breaker, a pause, or limits that could not be granted. Not a failed flush. */
 const refusedBeforeCall = (err: unknown) =>
-  err instanceof BreakerOpenError || err instanceof LimitsUnavailableError;
+  err instanceof BreakerOpenError ||
+  err instanceof LimitsUnavailableError ||
+  err instanceof PartnerPausedError;
 
 /** Delivers `batch` through `service`, retrying as `classify` says; the same batch id on every try. */
 export async function retry(
@@ -84,7 +86,7 @@ export async function retry(
       return { outcome: "delivered" };
     } catch (err) {
       const nowMs = Date.now();
-      if (!(err instanceof BreakerOpenError)) attempts++;
+      if (!(err instanceof BreakerOpenError || err instanceof PartnerPausedError)) attempts++;
       // This failure may be the first: the bound then counts from now.
       const boundMs =
         policy.giveUpAfterMs === undefined ? undefined : (failingSinceMs ?? nowMs) + policy.giveUpAfterMs;
@@ -101,7 +103,10 @@ export async function retry(
         return { outcome: "given-up", error: lastFailure, batch: current };
       if (!refusedBeforeCall(err)) events.tried?.(batch, "failed", (performance.now() - startedMs) / 1000);
       const error = asDeliveryError(err, service.kind, current.account);
-      const quiet = err instanceof BreakerOpenError || (err instanceof LimitsUnavailableError && attempt > 1);
+      const quiet =
+        err instanceof BreakerOpenError ||
+        (err instanceof PartnerPausedError && attempt > 1) ||
+        (err instanceof LimitsUnavailableError && attempt > 1);
       if (action.action === "reject" || action.action === "give-up") {
         events.failed?.(batch, error, { attempt, quiet });
         return action.action === "reject"
@@ -111,7 +116,11 @@ export async function retry(
       lastFailure = error;
       failingSinceMs ??= nowMs;
       const backoff = backoffMs(attempt, policy.retryBaseMs, policy.retryMaxMs);
-      const waitMs = Math.max(backoff, action.action === "retry" ? (action.afterMs ?? 0) : 0);
+      // A pause says when to look again itself; backing off on top would miss a resume.
+      const waitMs =
+        err instanceof PartnerPausedError && action.action === "retry"
+          ? (action.afterMs ?? backoff)
+          : Math.max(backoff, action.action === "retry" ? (action.afterMs ?? 0) : 0);
       const retryInMs = boundMs === undefined ? waitMs : Math.min(boundMs - nowMs, waitMs);
       events.failed?.(batch, error, { attempt, retryInMs, quiet });
       if (action.action === "retry-partial") current = action.remaining;

@@ -745,15 +745,35 @@ describe("Dispatcher: the give-up bound wins over any wait", () => {
     expect(onDelivered).not.toHaveBeenCalled();
   });
 
-  it("a wait for the limits is not failing time: a batch that never failed is not given up", async () => {
+  it("a wait for a rate window is not failing time: a batch that never failed is not given up", async () => {
+    const options = {
+      maxRecords: 2,
+      giveUpAfterMs: 5000,
+      rateLimit: { requests: 1, records: 0, intervalMs: 20_000 },
+    };
+    const { partner } = realPartner(options);
+    const { onAbandoned, delivered, add } = setup(options, new FakeDestination(), partner);
+    add(1, 2);
+    await settle();
+    add(3, 4);
+    // The second batch waits ~20 s for the window, four times giveUpAfterMs, and still goes.
+    await vi.advanceTimersByTimeAsync(25_000);
+    expect(onAbandoned).not.toHaveBeenCalled();
+    expect(delivered).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
+  });
+
+  it("a pause is an outage: a batch waiting out an operator pause is released at giveUpAfterMs", async () => {
     const options = { maxRecords: 2, giveUpAfterMs: 5000 };
     const { limits, partner } = realPartner(options);
-    await limits.pause("acme", { reason: "operator", untilMs: Date.now() + 20_000 });
+    await limits.pause("acme", { reason: "operator", untilMs: Date.now() + 3_600_000 });
     const { onAbandoned, delivered, add } = setup(options, new FakeDestination(), partner);
     add(1, 2);
     await vi.advanceTimersByTimeAsync(20_000);
-    expect(onAbandoned).not.toHaveBeenCalled();
-    expect(delivered).toEqual([[1, 2]]);
+    expect(delivered).toEqual([]);
+    expect(onAbandoned).toHaveBeenCalledWith([1, 2], "giving-up");
   });
 });
 
