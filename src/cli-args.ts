@@ -32,11 +32,11 @@ export interface CommandSpec<O extends Record<string, OptionSpec> = Record<strin
   summary: string;
   /** Paragraphs shown under the usage line of the command's help. */
   description?: string[];
-  positionals?: PositionalSpec[];
+  positionals?: readonly PositionalSpec[];
   options: O;
   examples?: string[];
   /** Exit codes beyond the common ones, for the help text. */
-  exitCodes?: string[];
+  exitCodes?: readonly string[];
 }
 
 type ValueOf<S extends OptionSpec> = S["type"] extends "boolean"

@@ -3,7 +3,10 @@
  * Declarations live here; each command's code is imported only when it runs, so `--help` is quick
  * and the production commands never load the development ones (demo and try need fauxqs).
  *
- *   octorelay start | demo | try | replay | traffic | help
+ *   octorelay start | demo | try | replay | traffic | partners <action> | dead-letters <action> | help
+ *
+ * `partners` and `dead-letters` are groups: each action is a command of its own here
+ * ("partners pause"), with its own options and help.
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -23,6 +26,48 @@ const CONFIG_OPTION = {
   value: "file",
   doc: "config file applied last, over config/default.json and config/<NODE_ENV>.json (instead of $OCTORELAY_CONFIG)",
 } as const satisfies OptionSpec;
+
+/** How the partner commands reach a running service's ops server. */
+const OPS_CLIENT_OPTIONS = {
+  url: {
+    type: "string",
+    value: "url",
+    default: "http://127.0.0.1:9464",
+    doc: "the running service's ops server (ops.host and ops.port)",
+  },
+  "token-env": {
+    type: "string",
+    value: "name",
+    default: "OCTORELAY_OPS_TOKEN",
+    doc: "the environment variable holding the ops token (never a token on the command line: ps and shell history would show it)",
+  },
+  json: { type: "boolean", doc: "print the service's JSON answer (one line) instead of text, for scripts" },
+  "timeout-sec": {
+    type: "integer",
+    value: "s",
+    default: 15,
+    min: 1,
+    doc: "give up on an answer after this many seconds",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+const ACCOUNT_ARGUMENT = [{ name: "account", required: true, doc: "the partner's account" }] as const;
+
+const OPS_EXIT_CODES = [
+  "0 done",
+  "1 the service could not be reached, or refused (401/403 with its reason, 404, 409, 429)",
+  "2 usage error: a bad option or value (also when the service answers 400)",
+];
+
+const DEAD_LETTER_OPTIONS = {
+  queue: {
+    type: "string",
+    value: "name",
+    doc: "the queue (its name in the config) whose dead letters to act on",
+  },
+  config: CONFIG_OPTION,
+  json: { type: "boolean", doc: "print one JSON line instead of text, for scripts" },
+} as const satisfies Record<string, OptionSpec>;
 
 const specs = {
   start: {
@@ -170,10 +215,134 @@ const specs = {
     examples: ["octorelay traffic --messages 10000", "node dist/traffic-cli.js --messages 3000"],
     exitCodes: ["0 sent", "1 a queue could not be reached"],
   },
+  "partners list": {
+    name: "partners list",
+    summary: "a running service's partners: state, records held, oldest, parked, pause, last error",
+    description: [
+      "Reads the service's /partners (the same numbers as the console's Partners page), filtered, sorted and paged. Sends the ops token when it is set (needed with ops.requireTokenForRead).",
+    ],
+    options: {
+      state: {
+        type: "string",
+        value: "states",
+        doc: "only partners in these states, comma-separated: active, idle, breaker-open, parked",
+      },
+      prefix: { type: "string", value: "prefix", doc: "only accounts starting with this" },
+      sort: {
+        type: "string",
+        value: "order",
+        doc: "held (most records held first), oldest or account (default held)",
+      },
+      limit: { type: "integer", value: "n", default: 100, min: 1, doc: "partners per page (at most 1000)" },
+      offset: { type: "integer", value: "n", default: 0, min: 0, doc: "skip this many (the next page)" },
+      ...OPS_CLIENT_OPTIONS,
+    },
+    examples: [
+      "octorelay partners list --state breaker-open,parked",
+      "octorelay partners list --url http://octorelay.internal:9464 --sort oldest --json",
+    ],
+    exitCodes: OPS_EXIT_CODES,
+  },
+  "partners show": {
+    name: "partners show",
+    summary: "one partner of a running service: its state and why, what it holds, its last error",
+    positionals: ACCOUNT_ARGUMENT,
+    options: OPS_CLIENT_OPTIONS,
+    examples: ["octorelay partners show acme", "octorelay partners show acme --json"],
+    exitCodes: OPS_EXIT_CODES,
+  },
+  "partners pause": {
+    name: "partners pause",
+    summary: "stop sending to a partner for a while (the console's Pause; needs the ops token)",
+    description: [
+      "Nothing is sent to the partner until the pause ends or it is resumed, on every replica that shares the limits (cluster.redis). Its messages stay held; once it holds its partnerShare of maxUnacked, new ones go back to SQS with a delay, as during an outage.",
+    ],
+    positionals: ACCOUNT_ARGUMENT,
+    options: {
+      for: {
+        type: "string",
+        value: "duration",
+        default: "1h",
+        doc: "how long: 15m, 1h, 4h…, at most 12h (SQS keeps a held message invisible 12 hours at most)",
+      },
+      ...OPS_CLIENT_OPTIONS,
+    },
+    examples: [
+      "OCTORELAY_OPS_TOKEN=… octorelay partners pause acme --for 1h",
+      "octorelay partners pause acme --for 4h --token-env PROD_OPS_TOKEN --url http://10.0.3.7:9464",
+    ],
+    exitCodes: OPS_EXIT_CODES,
+  },
+  "partners resume": {
+    name: "partners resume",
+    summary: "lift an operator's pause of a partner now (needs the ops token)",
+    description: [
+      "What the partner holds goes out within its limits. A Retry-After or breaker pause is not lifted by it.",
+    ],
+    positionals: ACCOUNT_ARGUMENT,
+    options: OPS_CLIENT_OPTIONS,
+    examples: ["octorelay partners resume acme"],
+    exitCodes: OPS_EXIT_CODES,
+  },
+  "partners replay": {
+    name: "partners replay",
+    summary: "replay a partner's parked batches inside the running service (needs the ops token)",
+    description: [
+      "Starts `octorelay replay --account <account>` in the service, within the running partner's limits (so it never exceeds the partner's rate limit beside live traffic), and returns at once; one replay per partner at a time (409 otherwise). partners show says what is still parked.",
+    ],
+    positionals: ACCOUNT_ARGUMENT,
+    options: OPS_CLIENT_OPTIONS,
+    examples: ["octorelay partners replay initech"],
+    exitCodes: OPS_EXIT_CODES,
+  },
+  "dead-letters peek": {
+    name: "dead-letters peek",
+    summary: "show what is in a queue's dead-letter queue, and why each message is there",
+    description: [
+      "Straight against SQS with the config's queues (no running service needed): receives up to --max messages with a 5 s visibility timeout and makes them visible again at once. Each message's receive count goes up by one. Shows the octorelay.reason, source queue and message id, receive count, sent time, the sender's attributes and the body cut to 500 characters.",
+    ],
+    options: {
+      ...DEAD_LETTER_OPTIONS,
+      max: { type: "integer", value: "n", default: 20, min: 1, doc: "messages to show (at most 100)" },
+    },
+    examples: [
+      "octorelay dead-letters peek --queue orders",
+      "octorelay dead-letters peek --queue orders --max 100 --json --config /etc/octorelay/config.json",
+    ],
+    exitCodes: ["0 shown", "1 AWS could not be reached or refused"],
+  },
+  "dead-letters redrive": {
+    name: "dead-letters redrive",
+    summary: "send dead letters back to the queue they came from, to be handled again",
+    description: [
+      "Straight against SQS with the config's queues. Only ever to a configured queue (octorelay.sourceQueue, or the only queue using this dead-letter queue). --all uses SQS's message-move task where the endpoint has one and the dead-letter queue serves one queue; otherwise each message is received, sent back with its body and the sender's attributes, and deleted once the send succeeded (a crash in between leaves a duplicate, never a loss), up to 1,000 messages or 10 s per run: run it again when it says more remain.",
+    ],
+    options: {
+      ...DEAD_LETTER_OPTIONS,
+      all: { type: "boolean", doc: "every message of the dead-letter queue" },
+      id: {
+        type: "string",
+        value: "message id",
+        multiple: true,
+        doc: "a message to redrive (as peek shows it)",
+      },
+    },
+    examples: [
+      "octorelay dead-letters redrive --queue orders --all",
+      "octorelay dead-letters redrive --queue orders --id 6f1c…e2 --id 9a0b…41",
+    ],
+    exitCodes: [
+      "0 every message asked for was redriven (or the move task started)",
+      "1 some could not be sent, deleted, routed to a configured queue or found; or AWS could not be reached",
+    ],
+  },
   help: {
     name: "help",
-    summary: "show help for a command: octorelay help <command>",
-    positionals: [{ name: "command", required: false, doc: "the command to explain" }],
+    summary: "show help for a command: octorelay help <command> [<action>]",
+    positionals: [
+      { name: "command", required: false, doc: "the command to explain" },
+      { name: "action", required: false, doc: "the action, for partners and dead-letters" },
+    ],
     options: {},
     exitCodes: ["0 shown"],
   },
@@ -196,16 +365,63 @@ const runners: { [C in CommandName]: (values: ValuesOf<C>, positionals: string[]
   },
   replay: async (v) => (await import("./cli-replay.ts")).replay(v),
   traffic: async (v) => (await import("./cli-traffic.ts")).traffic(v),
-  help: async (_v, [command]) => {
+  "partners list": async (v) => (await import("./cli-partners.ts")).partnersList(v),
+  "partners show": async (v, [account]) =>
+    (await import("./cli-partners.ts")).partnersShow({ ...v, account: account as string }),
+  "partners pause": async (v, [account]) =>
+    (await import("./cli-partners.ts")).partnersAction("pause", { ...v, account: account as string }),
+  "partners resume": async (v, [account]) =>
+    (await import("./cli-partners.ts")).partnersAction("resume", { ...v, account: account as string }),
+  "partners replay": async (v, [account]) =>
+    (await import("./cli-partners.ts")).partnersAction("replay", { ...v, account: account as string }),
+  "dead-letters peek": async (v) => (await import("./cli-dead-letters.ts")).deadLettersPeek(v),
+  "dead-letters redrive": async (v) => (await import("./cli-dead-letters.ts")).deadLettersRedrive(v),
+  help: async (_v, [command, action]) => {
     if (command === undefined) {
       process.stdout.write(overview());
       return 0;
     }
-    if (!isCommand(command)) return usageError("help", `unknown command ${JSON.stringify(command)}`);
-    process.stdout.write(renderHelp(specs[command]));
+    if (isGroup(command) && action === undefined) {
+      process.stdout.write(groupHelp(command));
+      return 0;
+    }
+    const name = action === undefined ? command : `${command} ${action}`;
+    if (!isCommand(name)) return usageError("help", `unknown command ${JSON.stringify(name)}`);
+    process.stdout.write(renderHelp(specs[name]));
     return 0;
   },
 };
+
+/** Commands with actions: `octorelay partners pause acme`. */
+const GROUPS = {
+  partners: "a running service's partners, through its ops server: list, show, pause, resume, replay",
+  "dead-letters": "a queue's dead letters, straight against SQS: peek, redrive",
+} as const;
+type GroupName = keyof typeof GROUPS;
+
+function isGroup(name: string): name is GroupName {
+  return Object.hasOwn(GROUPS, name);
+}
+
+function actionsOf(group: GroupName): CommandName[] {
+  return (Object.keys(specs) as CommandName[]).filter((n) => n.startsWith(`${group} `));
+}
+
+function groupHelp(group: GroupName): string {
+  const actions = actionsOf(group);
+  const width = Math.max(...actions.map((n) => n.length - group.length - 1)) + 2;
+  return [
+    `octorelay ${group}: ${GROUPS[group]}`,
+    "",
+    `usage: octorelay ${group} <action> [options]`,
+    "",
+    "actions:",
+    ...actions.map((n) => `  ${n.slice(group.length + 1).padEnd(width)}${specs[n].summary}`),
+    "",
+    `Each action takes --help (octorelay ${actions[0]} --help).`,
+    "",
+  ].join("\n");
+}
 
 /**
  * File options are relative to where the user typed the command: `npm run try -- --messages x.jsonl`
@@ -276,23 +492,47 @@ export async function runCli(argv: string[]): Promise<number> {
     process.stdout.write(`octorelay ${pkg.version} (node ${process.version})\n`);
     return 0;
   }
-  if (!isCommand(first)) {
+  let name: string = first;
+  let args = rest;
+  if (isGroup(first)) {
+    const [action, ...more] = rest;
+    if (action === undefined || action === "--help" || action === "-h") {
+      const out = action === undefined ? process.stderr : process.stdout;
+      out.write(groupHelp(first));
+      return action === undefined ? 2 : 0;
+    }
+    name = `${first} ${action}`;
+    args = more;
+    if (!isCommand(name)) {
+      const valid = actionsOf(first).map((n) => n.slice(first.length + 1));
+      return usageError(first, `unknown action ${JSON.stringify(action)}; valid: ${valid.join(", ")}`);
+    }
+  }
+  if (!isCommand(name)) {
     return usageError(
       "",
       first.startsWith("-") ? `unknown option ${first}` : `unknown command ${JSON.stringify(first)}`,
     );
   }
-  const parsed = parseCommandArgs(specs[first] as CommandSpec, rest);
+  const spec = specs[name] as CommandSpec;
+  const parsed = parseCommandArgs(spec, args);
   if (parsed.kind === "help") {
-    process.stdout.write(renderHelp(specs[first]));
+    process.stdout.write(renderHelp(spec));
     return 0;
   }
-  if (parsed.kind === "usage-error") return usageError(first, parsed.message);
+  if (parsed.kind === "usage-error") {
+    // A token typed on the command line would sit in ps and shell history: say where it goes instead.
+    const tokenHint =
+      /^unknown option --(token|ops-token)(=|$)/.test(parsed.message) && "token-env" in spec.options
+        ? `: the ops token is never given on the command line; export it as OCTORELAY_OPS_TOKEN, or name the variable with --token-env NAME`
+        : "";
+    return usageError(name, `${parsed.message}${tokenHint}`);
+  }
   try {
-    const run = runners[first] as (values: unknown, positionals: string[]) => Promise<number>;
-    return await run(resolvePaths(specs[first] as CommandSpec, parsed.values), parsed.positionals);
+    const run = runners[name] as (values: unknown, positionals: string[]) => Promise<number>;
+    return await run(resolvePaths(spec, parsed.values), parsed.positionals);
   } catch (err) {
-    return reportError(first, err);
+    return reportError(name, err);
   }
 }
 

@@ -4,6 +4,7 @@
  * handlers across many accounts, live progress, and a summary of where everything went.
  * A development command: loaded only by the CLI, on demand (fauxqs is a devDependency).
  */
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { Writable } from "node:stream";
@@ -15,6 +16,7 @@ import { type AwsClients, createAwsClients } from "./aws-clients.ts";
 import { provisionOnDemand, startEmbeddedAws } from "./cli-emulator.ts";
 import { formatCount, RecentRate, StatusLine } from "./cli-status.ts";
 import { APP_ROOT, type Config, loadConfig, type QueueConfig, queueNameOf } from "./config.ts";
+import { serviceConsole } from "./console/wiring.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { type OpsServer, startOpsServer } from "./ops-server.ts";
@@ -44,8 +46,12 @@ export async function demo(options: DemoOptions): Promise<number> {
   }
   const aws = await startEmbeddedAws("demo");
   try {
-    const config = loadConfig({ files: [DEMO_CONFIG, ...(options.config ? [options.config] : [])] });
-    return await new Demo(config, options, aws.own).run();
+    const loaded = loadConfig({ files: [DEMO_CONFIG, ...(options.config ? [options.config] : [])] });
+    // The console's actions need a token: a demo without one gets its own, shown once (development
+    // only, and never one the user chose: that one is theirs to know).
+    const generatedToken = loaded.ops.token ? undefined : randomBytes(24).toString("base64url");
+    const config = generatedToken ? { ...loaded, ops: { ...loaded.ops, token: generatedToken } } : loaded;
+    return await new Demo(config, options, aws.own, generatedToken).run();
   } finally {
     await aws.stop();
   }
@@ -66,9 +72,12 @@ class Demo {
   #phase: string | (() => string) = "sending";
   #startedAtMs = Date.now();
   #settledAtMs: number | undefined;
+  /** The ops token made for this run when none was configured; printed once. */
+  readonly #generatedToken: string | undefined;
 
-  constructor(config: Config, options: DemoOptions, own: AwsClients) {
+  constructor(config: Config, options: DemoOptions, own: AwsClients, generatedToken?: string) {
     this.#config = config;
+    this.#generatedToken = generatedToken;
     this.#own = own;
     this.#options = options;
     const prettify = pinoPretty.prettyFactory({
@@ -104,7 +113,7 @@ class Demo {
     const metrics = new Metrics(service, config.ops);
     metrics.instrument(clients.sqs, "sqs");
     metrics.instrument(clients.s3, "s3");
-    const ops = config.ops.enabled ? await this.#startOps(service, metrics) : undefined;
+    const ops = config.ops.enabled ? await this.#startOps(service, metrics, clients) : undefined;
     try {
       await service.start();
     } catch (err) {
@@ -117,7 +126,15 @@ class Demo {
       `demo: sending ${formatCount(this.#options.messages)} sample messages over ${formatCount(this.#options.accounts)} accounts to ${config.queues.map((q) => q.name).join(", ")}` +
         (malformed > 0 ? `; ${malformed} of them malformed on purpose, to show the dead-letter path` : ""),
     );
-    if (ops) this.#say(`ops: ${ops.url}/metrics  ${ops.url}/healthz  ${ops.url}/readyz  ${ops.url}/partners`);
+    if (ops) {
+      this.#say(`ops: ${ops.url}/metrics  ${ops.url}/healthz  ${ops.url}/readyz  ${ops.url}/partners`);
+      this.#say(`console: ${ops.url}/`);
+      if (this.#generatedToken) {
+        this.#say(
+          `actions token for this demo: ${this.#generatedToken} (made for this run: log in to the console with it, or OCTORELAY_OPS_TOKEN=… octorelay partners pause <account> --url ${ops.url}; set OCTORELAY_OPS_TOKEN to choose your own)`,
+        );
+      }
+    }
     this.#startedAtMs = Date.now();
 
     const stop = new Stopper(service, log, config.shutdownDeadlineMs);
@@ -168,17 +185,30 @@ class Demo {
     this.#status.print(line);
   }
 
-  async #startOps(service: Service, metrics: Metrics): Promise<OpsServer> {
-    const deps = { service, metrics, log: this.#log };
+  async #startOps(service: Service, metrics: Metrics, clients: AwsClients): Promise<OpsServer> {
+    const log = this.#log;
+    // A console per attempt: one whose server never listened is closed (it samples rates on a timer).
+    const start = async (port: number) => {
+      const opsConsole = serviceConsole({ service, ...clients, log }, this.#config);
+      try {
+        return await startOpsServer(
+          { service, metrics, log, console: opsConsole },
+          { ...this.#config.ops, port },
+        );
+      } catch (err) {
+        await opsConsole.close();
+        throw err;
+      }
+    };
     try {
-      return await startOpsServer(deps, this.#config.ops);
+      return await start(this.#config.ops.port);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
       // Another octorelay has the port: the demo's endpoints take any free one.
       this.#say(
         `ops: port ${this.#config.ops.port} is in use on ${this.#config.ops.host}; using a free port instead`,
       );
-      return startOpsServer(deps, { ...this.#config.ops, port: 0 });
+      return start(0);
     }
   }
 

@@ -9,9 +9,11 @@ import {
 import type { AddressInfo, Socket } from "node:net";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
+import { ConsoleAuth, clearedSessionCookie, LoginThrottle } from "./console/auth.ts";
 import type { ConsoleHandler } from "./console/console.ts";
 import type { Metrics } from "./metrics.ts";
 import type { PartnerState } from "./partner.ts";
+import type { Pause } from "./partner-limits.ts";
 import type { PartnerSnapshot, Service } from "./service.ts";
 
 /** An event loop that stalled this long since the last look is reported unhealthy. */
@@ -73,8 +75,13 @@ export type OpsReply = JsonReply | { status: number; text: string; contentType: 
 /** One endpoint. The table is the only place an endpoint is declared (404s list it, 405s read `methods`). */
 export interface OpsRoute {
   methods: readonly string[];
+  /** Needs the ops token to be read when `requireTokenForRead` is set. */
+  guarded?: boolean;
   handle(req: OpsRequest): OpsReply | Promise<OpsReply>;
 }
+
+/** How long /partners waits for the partners' pauses (Redis in cluster mode) before answering without them. */
+const PAUSE_LOOKUP_MS = 2000;
 
 const READ_METHODS = ["GET", "HEAD"] as const;
 
@@ -88,11 +95,24 @@ const READ_METHODS = ["GET", "HEAD"] as const;
  */
 export async function startOpsServer(
   deps: { service: Service; metrics: Metrics; log: Logger; console?: ConsoleHandler },
-  options: { host: string; port: number; limits?: Partial<OpsLimits> },
+  options: {
+    host: string;
+    port: number;
+    limits?: Partial<OpsLimits>;
+    /** `ops.token`; with `requireTokenForRead` the guarded endpoints need it (bearer or console session). */
+    token?: string;
+    requireTokenForRead?: boolean;
+  },
 ): Promise<OpsServer> {
   const { service, metrics } = deps;
   const log = deps.log.child({ component: "ops" });
   const limits = { ...DEFAULT_OPS_LIMITS, ...options.limits };
+  const readAuth =
+    options.requireTokenForRead && options.token
+      ? new ConsoleAuth({ token: options.token, requireTokenForRead: true })
+      : undefined;
+  // Guessing the token on /partners is throttled like the console's login.
+  const throttle = new LoginThrottle();
   const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   loopDelay.enable();
 
@@ -132,7 +152,18 @@ export async function startOpsServer(
     ],
     [
       "/partners",
-      { methods: READ_METHODS, handle: (req) => partnersPage(service.partnerSnapshots(), req.query) },
+      {
+        methods: READ_METHODS,
+        // Account names and their partners' error messages are customers' business, so the token
+        // guards them like the console's pages. /metrics, /healthz and /readyz stay open: Prometheus
+        // and the kubelet's probes cannot log in, and they show counts and readiness, not accounts.
+        guarded: true,
+        handle: async (req) => {
+          const reply = partnersPage(service.partnerSnapshots(), req.query);
+          if (reply.status !== 200 || !("json" in reply)) return reply;
+          return withPauses(reply.json as PartnersPage, req.query, (a) => service.partners.limits.pauseOf(a));
+        },
+      },
     ],
   ]);
   const endpoints = [...routes.keys()];
@@ -161,6 +192,10 @@ export async function startOpsServer(
       return errorReply(405, `${method} is not allowed on ${target.path}`, {
         allow: found.methods.join(", "),
       });
+    }
+    if (found.guarded && readAuth) {
+      const refused = readRefusal(readAuth, throttle, req);
+      if (refused) return refused;
     }
     return found.handle({ method, path: target.path, query: target.query, headers: req.headers });
   };
@@ -242,6 +277,37 @@ export async function startOpsServer(
       });
     },
   };
+}
+
+/**
+ * Why a guarded endpoint refuses this request, if it does: no credential (401), a wrong bearer token
+ * (401, counted toward the throttle), too many wrong ones this minute (429), a malformed session
+ * cookie (400). A bearer token or the console's session cookie is accepted.
+ */
+function readRefusal(
+  auth: ConsoleAuth,
+  throttle: LoginThrottle,
+  req: IncomingMessage,
+): JsonReply | undefined {
+  if (req.headers.authorization !== undefined) {
+    const wait = throttle.retryAfterSec();
+    if (wait > 0)
+      return errorReply(429, `too many wrong tokens; try again in ${wait} s`, {
+        "retry-after": String(wait),
+      });
+  }
+  const result = auth.authenticate(req);
+  const clear: Record<string, string> = result.clearCookie ? { "set-cookie": clearedSessionCookie() } : {};
+  if (result.problem) {
+    if (result.problem.status === 401) throttle.failed();
+    return errorReply(result.problem.status, result.problem.message, clear);
+  }
+  if (result.credential.kind !== "none") return undefined;
+  return errorReply(
+    401,
+    "this endpoint requires the ops token to read (ops.requireTokenForRead): send Authorization: Bearer <token>, or log in to the console",
+    { ...clear, "www-authenticate": 'Bearer realm="octorelay"' },
+  );
 }
 
 /** What a client sent, cut to a length fit for a log line or an error message. */
@@ -423,14 +489,72 @@ export function parsePartnerQuery(
   return out;
 }
 
+/** A partner on a /partners page: its snapshot, and the pause in force for it, if any. */
+export type PartnerEntry = PartnerSnapshot & { pause?: Pause };
+
 export interface PartnersPage {
   /** Partners matching the filters, across all pages. */
   total: number;
   offset: number;
   limit: number;
-  partners: PartnerSnapshot[];
+  partners: PartnerEntry[];
   /** Path and query of the next page; absent on the last one. */
   next?: string;
+  /** Set when the pauses could not be read (the limits store down or slow): `pause` is then missing. */
+  pauseError?: string;
+}
+
+/**
+ * Adds each listed partner's pause (an operator's, a Retry-After, an open breaker) to the page. An
+ * account asked for by name (`?account=`) that this process holds nothing for, but that is paused
+ * (paused before its traffic came, or on another replica), is listed as idle with its pause, so
+ * `octorelay partners show` can say so.
+ */
+export async function withPauses(
+  page: PartnersPage,
+  query: URLSearchParams,
+  pauseOf: (account: string) => Promise<Pause | undefined>,
+): Promise<JsonReply> {
+  const account = query.get("account") || undefined;
+  const addUnknown = account !== undefined && page.total === 0 && page.offset === 0 && !query.get("state");
+  const accounts = addUnknown ? [account] : page.partners.map((p) => p.account);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${PAUSE_LOOKUP_MS} ms`)), PAUSE_LOOKUP_MS);
+  });
+  let pauses: (Pause | undefined)[];
+  try {
+    pauses = await Promise.race([Promise.all(accounts.map((a) => pauseOf(a))), timeout]);
+  } catch (err) {
+    return {
+      status: 200,
+      json: { ...page, pauseError: `could not read the pauses: ${(err as Error).message}` },
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+  if (addUnknown) {
+    const pause = pauses[0];
+    if (!pause) return { status: 200, json: page };
+    const idle: PartnerEntry = {
+      account,
+      state: "idle",
+      dispatchers: 0,
+      buffered: 0,
+      inFlight: 0,
+      oldestBufferedAgeMs: undefined,
+      parkedBatches: 0,
+      lastError: undefined,
+      lastErrorAgeMs: undefined,
+      pause,
+    };
+    return { status: 200, json: { ...page, total: 1, partners: [idle] } };
+  }
+  const partners = page.partners.map((p, i) => {
+    const pause = pauses[i];
+    return pause ? { ...p, pause } : p;
+  });
+  return { status: 200, json: { ...page, partners } };
 }
 
 /** One page of the snapshot, filtered and sorted as asked; a bad parameter is a 400 naming it. */
