@@ -2,7 +2,7 @@
  * A partner's HTTP endpoint on loopback: it counts what it receives, enforces its own rate limit
  * (answering 429 past it, and counting that as a violation), and can be switched down.
  */
-import { createServer, type IncomingMessage } from "node:http";
+import { createServer, type IncomingMessage, type RequestListener } from "node:http";
 import type { AddressInfo } from "node:net";
 
 export interface ReceivedBatch {
@@ -47,13 +47,9 @@ export async function startPartnerServer(
       }
       return max;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: () => server.close(),
   };
-  const server = createServer(async (req, res) => {
+  const server = await listenOnLoopback(async (req, res) => {
     const now = performance.timeOrigin + performance.now();
     state.arrivals.push(now);
     if (state.mode === "drop") {
@@ -97,9 +93,28 @@ export async function startPartnerServer(
     state.batches.push(batch);
     res.writeHead(200).end();
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  state.url = server.url;
   return state;
+}
+
+export interface LoopbackServer {
+  url: string;
+  /** Drops open connections first: a keep-alive client must not hold the close. */
+  close(): Promise<void>;
+}
+
+/** An HTTP server on a free loopback port, for a partner endpoint a test writes itself. */
+export async function listenOnLoopback(handler: RequestListener): Promise<LoopbackServer> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 async function readBody(req: IncomingMessage): Promise<string> {

@@ -3,50 +3,31 @@
  * account on its SQS, an HTTP partner on loopback. A name that cannot be put into its target as it
  * is fails for good (dead-lettered with the reason); it never reaches another account's target.
  */
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { RequestListener } from "node:http";
 import { gunzipSync } from "node:zlib";
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import type { Batch } from "../../src/destinations/destination.ts";
 import { decodeMetadataValue, S3Destination } from "../../src/destinations/s3.ts";
 import { DeliveryError } from "../../src/errors.ts";
-import type { Service } from "../../src/service.ts";
 import {
-  createBucket,
-  createQueue,
   type Emulator,
   readDeadLetters,
   readDelivered,
   receiveAll,
   sendBodies,
-  startEmulator,
   uniqueName,
   waitFor,
 } from "../helpers/emulator.ts";
-import { sampleHandler, startService } from "../helpers/service.ts";
-
-let emu: Emulator;
-let service: Service | undefined;
-const closers: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  await emu.stop();
-});
-afterEach(async () => {
-  await service?.stop(AbortSignal.timeout(10_000));
-  service = undefined;
-  await Promise.all(closers.splice(0).map((close) => close()));
-});
+import { it } from "../helpers/fixtures.ts";
+import type { LoopbackServer } from "../helpers/partner-server.ts";
+import { sampleHandler } from "../helpers/service.ts";
 
 /** A partner endpoint on loopback that records the path of every request and the records it held. */
-async function recordingPartner() {
+async function recordingPartner(startHttpServer: (handler: RequestListener) => Promise<LoopbackServer>) {
   const received: { path: string; accounts: string[] }[] = [];
-  const server = createServer((req, res) => {
+  const server = await startHttpServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -58,19 +39,11 @@ async function recordingPartner() {
       res.writeHead(200).end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  closers.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+  return { url: server.url, received };
 }
 
 /** Sends one message per account name (passthrough routes each to the account in its body). */
-async function sendFor(queueUrl: string, accounts: string[]): Promise<Map<string, string>> {
+async function sendFor(emu: Emulator, queueUrl: string, accounts: string[]): Promise<Map<string, string>> {
   const ids = await sendBodies(
     emu,
     queueUrl,
@@ -82,12 +55,16 @@ async function sendFor(queueUrl: string, accounts: string[]): Promise<Map<string
 const dispatch = { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 200 };
 
 describe("account names that cannot name their target are dead-lettered with the reason, never delivered elsewhere", () => {
-  it('HTTP /p/{account}/ingest: records of ".." never reach /ingest nor those of "." /p/ingest', async () => {
-    const q = await createQueue(emu);
-    const partner = await recordingPartner();
+  it('HTTP /p/{account}/ingest: records of ".." never reach /ingest nor those of "." /p/ingest', async ({
+    emulator: emu,
+    queue: q,
+    startService,
+    startHttpServer,
+  }) => {
+    const partner = await recordingPartner(startHttpServer);
     const accounts = ["..", "acme", ".", "..", "%2e", "acme", "."];
-    const sent = await sendFor(q.url, accounts);
-    service = await startService(emu, {
+    const sent = await sendFor(emu, q.url, accounts);
+    const service = await startService({
       dispatch,
       destination: { type: "http", url: `${partner.url}/p/{account}/ingest` },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
@@ -113,15 +90,18 @@ describe("account names that cannot name their target are dead-lettered with the
     }
   });
 
-  it("S3 bucket b-{account}: \"ACME\" never lands in acme's bucket, nor x_y or X-Y in x-y's", async () => {
-    const q = await createQueue(emu);
+  it("S3 bucket b-{account}: \"ACME\" never lands in acme's bucket, nor x_y or X-Y in x-y's", async ({
+    emulator: emu,
+    queue: q,
+    startService,
+  }) => {
     const prefix = uniqueName("b");
     for (const account of ["acme", "x-y"]) {
       await emu.s3.send(new CreateBucketCommand({ Bucket: `${prefix}-${account}` }));
     }
     const accounts = ["acme", "ACME", "x-y", "x_y", "X-Y", "Acme"];
-    const sent = await sendFor(q.url, accounts);
-    service = await startService(emu, {
+    const sent = await sendFor(emu, q.url, accounts);
+    const service = await startService({
       dispatch,
       destination: { type: "s3", bucket: `${prefix}-{account}` },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
@@ -149,8 +129,11 @@ describe("account names that cannot name their target are dead-lettered with the
     }
   });
 
-  it('SQS in-{account}: "x.y" never lands in the queue of account x-y', async () => {
-    const q = await createQueue(emu);
+  it('SQS in-{account}: "x.y" never lands in the queue of account x-y', async ({
+    emulator: emu,
+    queue: q,
+    startService,
+  }) => {
     const prefix = uniqueName("in");
     const urls = new Map<string, string>();
     for (const account of ["x-y", "x_y"]) {
@@ -159,8 +142,8 @@ describe("account names that cannot name their target are dead-lettered with the
     }
     const template = (urls.get("x-y") as string).replace(/x-y$/, "{account}");
     const accounts = ["x-y", "x.y", "x_y", "x.y"];
-    const sent = await sendFor(q.url, accounts);
-    service = await startService(emu, {
+    const sent = await sendFor(emu, q.url, accounts);
+    const service = await startService({
       dispatch,
       destination: { type: "sqs", queueUrl: template },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
@@ -197,13 +180,12 @@ describe("a non-Latin-1 account is delivered to S3", () => {
     };
   }
 
-  it.each([
+  it.for<[string, string]>([
     ["the default key template", "{queue}/{account}/{yyyy}/{MM}/{dd}/{HH}/{batchId}.ndjson.gz"],
     ["the park key template", "parked/{account}/{queue}/{yyyy}/{MM}/{dd}/{batchId}.ndjson.gz"],
   ])(
     'account "中文" with %s: the object holds its records and its metadata decodes to the account',
-    async (_what, keyTemplate) => {
-      const bucket = await createBucket(emu);
+    async ([_what, keyTemplate], { emulator: emu, bucket }) => {
       const destination = new S3Destination(
         { s3: emu.s3 },
         { type: "s3", bucket, keyTemplate, gzip: true, serverSideEncryption: "", kmsKeyId: "" },
@@ -227,8 +209,10 @@ describe("a non-Latin-1 account is delivered to S3", () => {
     },
   );
 
-  it("an account S3 can never store under its key fails for good before any request", async () => {
-    const bucket = await createBucket(emu);
+  it("an account S3 can never store under its key fails for good before any request", async ({
+    emulator: emu,
+    bucket,
+  }) => {
     const destination = new S3Destination(
       { s3: emu.s3 },
       {

@@ -3,52 +3,34 @@
  * or crashing handlers, handlers slower than the visibility timeout) and accounts for every message.
  */
 import { S3Client } from "@aws-sdk/client-s3";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Service } from "../../src/service.ts";
+import { describe, expect } from "vitest";
 import {
-  createBucket,
   createQueue,
-  type Emulator,
   queueDepth,
   readDeadLetters,
   readDelivered,
   receiveAll,
   sendBodies,
-  startEmulator,
   waitFor,
 } from "../helpers/emulator.ts";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.ts";
 import { account, report } from "../helpers/figures.ts";
-import { sampleHandler, startService } from "../helpers/service.ts";
+import { it } from "../helpers/fixtures.ts";
+import { sampleHandler } from "../helpers/service.ts";
 import { spySqs } from "../helpers/sqs-spy.ts";
 
-let emu: Emulator;
-let service: Service | undefined;
-let proxy: FaultProxy | undefined;
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  await emu.stop();
-});
-afterEach(async () => {
-  if (proxy) proxy.mode = "pass";
-  await service?.stop(AbortSignal.timeout(10_000));
-  await proxy?.close();
-  service = undefined;
-  proxy = undefined;
-});
-
-function s3Through(url: string): S3Client {
-  return new S3Client({ region: emu.region, endpoint: url, forcePathStyle: true, maxAttempts: 1 });
+function s3Through(region: string, url: string): S3Client {
+  return new S3Client({ region, endpoint: url, forcePathStyle: true, maxAttempts: 1 });
 }
 
 describe("destination failures", () => {
-  it("S3 down for a window (503s and dropped connections): everything lands after recovery, nothing deleted before its object exists", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    proxy = await startFaultProxy(emu.endpoint, "503-and-drop");
+  it("S3 down for a window (503s and dropped connections): everything lands after recovery, nothing deleted before its object exists", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    startFaultProxy,
+  }) => {
+    const proxy = await startFaultProxy("503-and-drop");
     const spy = spySqs(emu);
     const early: string[] = [];
     spy.beforeDelete = async (ids) => {
@@ -60,8 +42,7 @@ describe("destination failures", () => {
       q.url,
       Array.from({ length: 200 }, (_, n) => ({ account: `p-${n % 8}`, n })),
     );
-    service = await startService(
-      emu,
+    const service = await startService(
       {
         // A short breaker cool-down: recovery is noticed within a fraction of a second.
         dispatch: {
@@ -80,7 +61,7 @@ describe("destination failures", () => {
           },
         ],
       },
-      { sqs: spy.sqs, s3: s3Through(proxy.url) },
+      { sqs: spy.sqs, s3: s3Through(emu.region, proxy.url) },
     );
     const relay = service.relays[0];
     await waitFor("flushes failing during the outage", () => (relay?.stats.flushFailures ?? 0) >= 20);
@@ -97,10 +78,14 @@ describe("destination failures", () => {
     expect(await queueDepth(emu, q.url)).toBe(0);
   });
 
-  it("a destination that never recovers: messages are released back to the queue, un-acked stays bounded", async () => {
+  it("a destination that never recovers: messages are released back to the queue, un-acked stays bounded", async ({
+    emulator: emu,
+    bucket,
+    startService,
+    startFaultProxy,
+  }) => {
     const q = await createQueue(emu, { maxReceiveCount: 1000 });
-    const bucket = await createBucket(emu);
-    proxy = await startFaultProxy(emu.endpoint, "503");
+    const proxy = await startFaultProxy("503");
     const spy = spySqs(emu);
     const maxUnacked = 25;
     const ids = await sendBodies(
@@ -108,8 +93,7 @@ describe("destination failures", () => {
       q.url,
       Array.from({ length: 100 }, (_, n) => ({ account: `p-${n % 5}`, n })),
     );
-    service = await startService(
-      emu,
+    const service = await startService(
       {
         dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 200, giveUpAfterMs: 600 },
         destination: { bucket },
@@ -124,7 +108,7 @@ describe("destination failures", () => {
           },
         ],
       },
-      { sqs: spy.sqs, s3: s3Through(proxy.url) },
+      { sqs: spy.sqs, s3: s3Through(emu.region, proxy.url) },
     );
     const relay = service.relays[0];
     // Every message must come back from SQS at least once after being given up on.
@@ -135,7 +119,6 @@ describe("destination failures", () => {
     expect(relay?.unacked).toBeLessThanOrEqual(maxUnacked);
 
     await service.stop(AbortSignal.timeout(5000));
-    service = undefined;
     const back = await waitFor(
       "all 100 visible in the queue again",
       async () => {
@@ -153,9 +136,12 @@ describe("destination failures", () => {
 });
 
 describe("handler failures", () => {
-  it("poison bodies and an always-throwing handler reach the dead-letter queue with the reason; good messages beside them are delivered", async () => {
+  it("poison bodies and an always-throwing handler reach the dead-letter queue with the reason; good messages beside them are delivered", async ({
+    emulator: emu,
+    bucket,
+    startService,
+  }) => {
     const q = await createQueue(emu, { maxReceiveCount: 3 });
-    const bucket = await createBucket(emu);
     const bodies: unknown[] = [];
     for (let n = 0; n < 30; n++) {
       if (n % 10 === 3) bodies.push("{truncated");
@@ -164,7 +150,7 @@ describe("handler failures", () => {
       else bodies.push({ kind: "ok", account: `a-${n % 3}` });
     }
     const ids = await sendBodies(emu, q.url, bodies);
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100 },
       destination: { bucket },
       queues: [
@@ -195,10 +181,13 @@ describe("handler failures", () => {
     expect(await queueDepth(emu, q.url)).toBe(0);
   });
 
-  it("a crashing worker thread (process.exit, uncaught exception) is replaced and its messages retried; another queue does not notice", async () => {
+  it("a crashing worker thread (process.exit, uncaught exception) is replaced and its messages retried; another queue does not notice", async ({
+    emulator: emu,
+    bucket,
+    startService,
+  }) => {
     const crashy = await createQueue(emu);
     const calm = await createQueue(emu);
-    const bucket = await createBucket(emu);
     const crashIds = await sendBodies(emu, crashy.url, [
       { crash: "exit", account: "c" },
       { crash: "uncaught", account: "c" },
@@ -209,7 +198,7 @@ describe("handler failures", () => {
       calm.url,
       Array.from({ length: 60 }, (_, n) => ({ account: `k-${n % 3}` })),
     );
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100 },
       destination: { bucket },
       queues: [
@@ -237,17 +226,19 @@ describe("handler failures", () => {
     expect(figures.delivered).toBe(80);
   });
 
-  it("handlers slower than the visibility timeout and a flush interval longer than it: heartbeats keep every message from being received twice", async () => {
+  it("handlers slower than the visibility timeout and a flush interval longer than it: heartbeats keep every message from being received twice", async ({
+    emulator: emu,
+    bucket,
+    startService,
+  }) => {
     const q = await createQueue(emu, { visibilityTimeoutSec: 2 });
-    const bucket = await createBucket(emu);
     const spy = spySqs(emu);
     const ids = await sendBodies(
       emu,
       q.url,
       Array.from({ length: 12 }, (_, n) => ({ account: `a-${n % 2}`, delayMs: n < 6 ? 3500 : 10 })),
     );
-    service = await startService(
-      emu,
+    const service = await startService(
       {
         dispatch: { flushIntervalMs: 3500 },
         destination: { bucket },
@@ -269,15 +260,18 @@ describe("handler failures", () => {
     expect(figures).toMatchObject({ delivered: 12, duplicated: 0, lost: 0 });
   });
 
-  it("a handler past its timeout is abandoned and retried; one that blocks its thread gets the pool's threads replaced", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("a handler past its timeout is abandoned and retried; one that blocks its thread gets the pool's threads replaced", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+  }) => {
     const ids = await sendBodies(emu, q.url, [
       { mode: "sleep", account: "t" },
       { mode: "spin", account: "t" },
       ...Array.from({ length: 10 }, () => ({ mode: "fine", account: "t" })),
     ]);
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100 },
       destination: { bucket },
       queues: [

@@ -4,45 +4,14 @@
  */
 import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { pino } from "pino";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { Metrics } from "../../src/metrics.ts";
 import { type OpsServer, startOpsServer } from "../../src/ops-server.ts";
 import type { Service } from "../../src/service.ts";
-import {
-  createBucket,
-  createQueue,
-  type Emulator,
-  queueDepth,
-  readDelivered,
-  sendBodies,
-  startEmulator,
-  waitFor,
-} from "../helpers/emulator.ts";
+import { createQueue, queueDepth, readDelivered, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { account, report } from "../helpers/figures.ts";
-import { type PartnerServer, startPartnerServer } from "../helpers/partner-server.ts";
-import { killAllServices, spawnService } from "../helpers/process.ts";
-import { sampleHandler, startService } from "../helpers/service.ts";
-
-let emu: Emulator;
-let service: Service | undefined;
-let ops: OpsServer | undefined;
-const channel = new BroadcastChannel("octorelay-test");
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  killAllServices();
-  channel.close();
-  await emu.stop();
-});
-afterEach(async () => {
-  channel.postMessage("release");
-  await service?.stop(AbortSignal.timeout(10_000));
-  await ops?.close();
-  service = undefined;
-  ops = undefined;
-});
+import { it, type Teardown } from "../helpers/fixtures.ts";
+import { sampleHandler } from "../helpers/service.ts";
 
 /** Value of one sample of the Prometheus text, e.g. sample(text, "octorelay_x_total", { queue: "q" }). */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -54,19 +23,26 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
-async function serve(svc: Service, s3?: S3Client): Promise<OpsServer> {
+/** An ops server for `svc`, closed after the test. */
+async function serve(teardown: Teardown, svc: Service, s3?: S3Client): Promise<OpsServer> {
   const metrics = new Metrics(svc, { partnerMetricsTop: 2, partnerMetricsAccounts: ["acct-9"] });
   if (s3) metrics.instrument(s3, "s3");
-  return startOpsServer(
+  const ops = await startOpsServer(
     { service: svc, metrics, log: pino({ level: "silent" }) },
     { host: "127.0.0.1", port: 0 },
   );
+  teardown.close(() => ops.close());
+  return ops;
 }
 
 describe("ops endpoints", () => {
-  it("/metrics after a run shows counts equal to what was sent and the objects found", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("/metrics after a run shows counts equal to what was sent and the objects found", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    teardown,
+  }) => {
     const N = 300;
     await sendBodies(
       emu,
@@ -75,8 +51,7 @@ describe("ops endpoints", () => {
     );
     // A client of its own, so the S3 calls counted are this service's only.
     const s3 = new S3Client({ region: emu.region, endpoint: emu.endpoint, forcePathStyle: true });
-    service = await startService(
-      emu,
+    const service = await startService(
       {
         dispatch: { flushIntervalMs: 150 },
         destination: { bucket },
@@ -84,7 +59,7 @@ describe("ops endpoints", () => {
       },
       { s3 },
     );
-    ops = await serve(service, s3);
+    const ops = await serve(teardown, service, s3);
     await waitFor("all deleted", () => service?.relays[0]?.stats.deleted === N, 30_000);
     const listed = await emu.s3.send(new ListObjectsV2Command({ Bucket: bucket }));
     const objects = listed.KeyCount ?? 0;
@@ -116,19 +91,24 @@ describe("ops endpoints", () => {
     );
   });
 
-  it("/healthz answers, /readyz is ready while serving and turns 503 while draining, /partners lists partners", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("/healthz answers, /readyz is ready while serving and turns 503 while draining, /partners lists partners", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    slowHandlers: { release },
+    teardown,
+  }) => {
     await sendBodies(emu, q.url, [
       { account: "held", block: true },
       ...Array.from({ length: 5 }, () => ({ account: "quick", delayMs: 1 })),
     ]);
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100 },
       destination: { bucket },
       queues: [{ queue: q.name, handler: "slow.ts", concurrency: 2, waitTimeSec: 1 }],
     });
-    ops = await serve(service);
+    const ops = await serve(teardown, service);
     expect((await fetch(`${ops.url}/healthz`)).status).toBe(200);
     const ready = await fetch(`${ops.url}/readyz`);
     expect(ready.status).toBe(200);
@@ -142,22 +122,19 @@ describe("ops endpoints", () => {
     const draining = await fetch(`${ops.url}/readyz`);
     expect(draining.status).toBe(503);
     expect(((await draining.json()) as { reasons: string[] }).reasons).toContain("draining");
-    channel.postMessage("release");
+    release();
     await stopping;
-    service = undefined;
   });
 });
 
 describe("logs of the real process", () => {
-  let partner: PartnerServer | undefined;
-  afterEach(async () => {
-    await partner?.close();
-  });
-
-  it("carry queue and account bindings and never contain a configured secret", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    partner = await startPartnerServer();
+  it("carry queue and account bindings and never contain a configured secret", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    partnerServer: partner,
+    spawnService,
+  }) => {
     partner.mode = "503";
     const secret = "tok-3b1f9c7e-never-log-me";
     await sendBodies(
@@ -166,7 +143,6 @@ describe("logs of the real process", () => {
       Array.from({ length: 20 }, (_, n) => ({ account: "acme", n })),
     );
     const proc = spawnService(
-      emu,
       {
         destination: { bucket },
         dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 100 },
@@ -182,20 +158,17 @@ describe("logs of the real process", () => {
       },
       { ACME_TOKEN: secret, OCTORELAY_LOG_LEVEL: "debug" },
     );
-    try {
-      await waitFor(
-        "flush failures and a breaker change logged",
-        () =>
-          proc.logs.some((l) => l.msg === "flush failed; retrying") &&
-          proc.logs.some((l) => l.msg === "partner breaker opened"),
-      );
-      partner.mode = "up";
-      await waitFor("delivered after recovery", () => partner && partner.records().length === 20, 20_000);
-      expect(partner.batches.every((b) => b.authorization === `Bearer ${secret}`)).toBe(true);
-    } finally {
-      proc.child.kill("SIGTERM");
-      await proc.exited;
-    }
+    await waitFor(
+      "flush failures and a breaker change logged",
+      () =>
+        proc.logs.some((l) => l.msg === "flush failed; retrying") &&
+        proc.logs.some((l) => l.msg === "partner breaker opened"),
+    );
+    partner.mode = "up";
+    await waitFor("delivered after recovery", () => partner && partner.records().length === 20, 20_000);
+    expect(partner.batches.every((b) => b.authorization === `Bearer ${secret}`)).toBe(true);
+    proc.child.kill("SIGTERM");
+    await proc.exited;
     expect(proc.output()).not.toContain(secret);
     const withAccount = proc.logs.filter((l) => l.account === "acme");
     expect(withAccount.length).toBeGreaterThan(0);
@@ -217,9 +190,12 @@ describe("logs of the real process", () => {
 });
 
 describe("horizontal scaling", () => {
-  it("three replicas on one queue: every message delivered, nothing lost, duplicates counted", async () => {
+  it("three replicas on one queue: every message delivered, nothing lost, duplicates counted", async ({
+    emulator: emu,
+    bucket,
+    spawnService,
+  }) => {
     const q = await createQueue(emu, { visibilityTimeoutSec: 30 });
-    const bucket = await createBucket(emu);
     const N = 1500;
     const ids = await sendBodies(
       emu,
@@ -231,25 +207,22 @@ describe("horizontal scaling", () => {
       dispatch: { flushIntervalMs: 300 },
       queues: [{ queue: q.name, handler: "slow.ts", concurrency: 8, threads: 1, waitTimeSec: 1 }],
     };
-    const replicas = [spawnService(emu, config), spawnService(emu, config), spawnService(emu, config)];
-    try {
-      const figures = await waitFor(
-        "every message delivered and the queue empty",
-        async () => {
-          const f = account(ids, await readDelivered(emu, bucket), []);
-          return f.lost === 0 && (await queueDepth(emu, q.url)) === 0 ? f : undefined;
-        },
-        60_000,
-        500,
-      );
-      report("three replicas on one queue", figures);
-      const perReplica = replicas.map((r) => r.logs.filter((l) => l.msg === "queue ready").length);
-      expect(perReplica).toEqual([1, 1, 1]);
-      expect(figures.delivered).toBe(N);
-    } finally {
-      for (const r of replicas) r.child.kill("SIGTERM");
-      const exits = await Promise.all(replicas.map((r) => r.exited));
-      expect(exits.map((e) => e.code)).toEqual([0, 0, 0]);
-    }
+    const replicas = [spawnService(config), spawnService(config), spawnService(config)];
+    const figures = await waitFor(
+      "every message delivered and the queue empty",
+      async () => {
+        const f = account(ids, await readDelivered(emu, bucket), []);
+        return f.lost === 0 && (await queueDepth(emu, q.url)) === 0 ? f : undefined;
+      },
+      60_000,
+      500,
+    );
+    report("three replicas on one queue", figures);
+    const perReplica = replicas.map((r) => r.logs.filter((l) => l.msg === "queue ready").length);
+    expect(perReplica).toEqual([1, 1, 1]);
+    expect(figures.delivered).toBe(N);
+    for (const r of replicas) r.child.kill("SIGTERM");
+    const exits = await Promise.all(replicas.map((r) => r.exited));
+    expect(exits.map((e) => e.code)).toEqual([0, 0, 0]);
   });
 });

@@ -6,31 +6,13 @@
 import { connect, type Socket } from "node:net";
 import { pino } from "pino";
 import { Gauge } from "prom-client";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect } from "vitest";
 import { Metrics } from "../../src/metrics.ts";
 import { type OpsLimits, type OpsServer, type PartnersPage, startOpsServer } from "../../src/ops-server.ts";
 import type { PartnerSnapshot, Service } from "../../src/service.ts";
-import {
-  createBucket,
-  createQueue,
-  type Emulator,
-  sendBodies,
-  startEmulator,
-  waitFor,
-} from "../helpers/emulator.ts";
-import { type PartnerServer, startPartnerServer } from "../helpers/partner-server.ts";
-import { killAllServices, spawnService } from "../helpers/process.ts";
+import { createBucket, createQueue, sendBodies, waitFor } from "../helpers/emulator.ts";
+import { it } from "../helpers/fixtures.ts";
 import { sampleHandler, startService } from "../helpers/service.ts";
-
-let emu: Emulator;
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  killAllServices();
-  await emu.stop();
-});
 
 interface RawReply {
   /** Status of the first response, undefined if the server wrote none. */
@@ -141,7 +123,8 @@ describe("hostile requests to the ops server", () => {
   // Short enough that the slow-client test ends quickly; the others run at the defaults.
   const limits: Partial<OpsLimits> = { headersTimeoutMs: 1500, requestTimeoutMs: 3000 };
 
-  beforeAll(async () => {
+  // One service for every request below: a test-scoped one would start a service per request.
+  it.beforeAll(async ({ emulator: emu }) => {
     const q = await createQueue(emu);
     const bucket = await createBucket(emu);
     service = await startService(emu, {
@@ -258,42 +241,36 @@ describe("hostile requests to the ops server", () => {
 });
 
 describe("the real process", () => {
-  it("survives GET // on its ops port and keeps answering /healthz", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    const proc = spawnService(emu, {
+  it("survives GET // on its ops port and keeps answering /healthz", async ({
+    queue: q,
+    bucket,
+    spawnService,
+  }) => {
+    const proc = spawnService({
       destination: { bucket },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
     });
-    try {
-      const listening = await waitFor("the ops server listening", () =>
-        proc.logs.find((l) => typeof l.url === "string" && String(l.msg).startsWith("ops server listening")),
-      );
-      const url = listening.url as string;
-      await waitFor("the service started", () => proc.logs.some((l) => l.msg === "octorelay started"));
-      const reply = await raw(url, get("//"));
-      const fatal = () => JSON.stringify(proc.logs.filter((l) => Number(l.level) >= 50));
-      expect(reply.status, fatal()).toBe(404);
-      expect(await healthz(url)).toBe(200);
-      expect(proc.child.exitCode).toBeNull();
-      expect(proc.logs.some((l) => l.msg === "uncaught exception; exiting")).toBe(false);
-    } finally {
-      proc.child.kill("SIGTERM");
-    }
+    const listening = await waitFor("the ops server listening", () =>
+      proc.logs.find((l) => typeof l.url === "string" && String(l.msg).startsWith("ops server listening")),
+    );
+    const url = listening.url as string;
+    await waitFor("the service started", () => proc.logs.some((l) => l.msg === "octorelay started"));
+    const reply = await raw(url, get("//"));
+    const fatal = () => JSON.stringify(proc.logs.filter((l) => Number(l.level) >= 50));
+    expect(reply.status, fatal()).toBe(404);
+    expect(await healthz(url)).toBe(200);
+    expect(proc.child.exitCode).toBeNull();
+    expect(proc.logs.some((l) => l.msg === "uncaught exception; exiting")).toBe(false);
+    proc.child.kill("SIGTERM");
     const exit = await proc.exited;
     expect(exit.code, JSON.stringify(proc.logs.slice(-8))).toBe(0);
   });
 });
 
 describe("/partners: paged, filtered, sorted", () => {
-  let service: Service | undefined;
+  // Its down partners hold records until the deadline: no need to wait long for them at the end.
+  it.override("stopTimeoutMs", 3_000);
   let ops: OpsServer | undefined;
-  let partner: PartnerServer | undefined;
-  afterEach(async () => {
-    await ops?.close();
-    await service?.stop(AbortSignal.timeout(3_000));
-    await partner?.close();
-  });
 
   const page = async (query: string): Promise<PartnersPage> => {
     const res = await fetch(`${ops?.url}/partners${query}`);
@@ -319,10 +296,14 @@ describe("/partners: paged, filtered, sorted", () => {
   };
   const held = (p: PartnerSnapshot) => p.buffered + p.inFlight;
 
-  it("200 S3 partners holding records plus failing HTTP ones: every page, filter and order", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    partner = await startPartnerServer();
+  it("200 S3 partners holding records plus failing HTTP ones: every page, filter and order", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    partnerServer: partner,
+    startService,
+    teardown,
+  }) => {
     // down-*: 503, their breaker opens; park-0: 503 until its batch is parked.
     partner.statusFor = () => 503;
     const S3_PARTNERS = 200;
@@ -337,7 +318,7 @@ describe("/partners: paged, filtered, sorted", () => {
     }
     await sendBodies(emu, q.url, bodies);
     const http = { destination: { type: "http", url: `${partner.url}/in/{account}` }, flushIntervalMs: 100 };
-    service = await startService(emu, {
+    const service = await startService({
       // The S3 partners flush in 10 minutes: what they hold stays put while the test reads it.
       dispatch: { flushIntervalMs: 600_000, retryBaseMs: 50, retryMaxMs: 100 },
       destination: { bucket },
@@ -356,6 +337,7 @@ describe("/partners: paged, filtered, sorted", () => {
       { service, metrics, log: pino({ level: "silent" }) },
       { host: "127.0.0.1", port: 0 },
     );
+    teardown.close(async () => ops?.close());
     const svc = service;
     const stateOf = (account: string) => svc.partnerSnapshots().find((p) => p.account === account)?.state;
     // What is not there yet, for the timeout's message.

@@ -3,46 +3,13 @@
  * real Service and the embedded SQS/S3 emulator: dispatchers that stop between messages, partners
  * that are down while others are healthy, partners that fail for good, and Retry-After answers.
  */
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { SQSClient } from "@aws-sdk/client-sqs";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Service } from "../../src/service.ts";
-import {
-  createBucket,
-  createQueue,
-  type Emulator,
-  readDeadLetters,
-  sendBodies,
-  startEmulator,
-  waitFor,
-} from "../helpers/emulator.ts";
+import { describe, expect } from "vitest";
+import { createQueue, type Emulator, readDeadLetters, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { account, report } from "../helpers/figures.ts";
-import { type PartnerServer, startPartnerServer } from "../helpers/partner-server.ts";
-import { sampleHandler, startService } from "../helpers/service.ts";
-
-let emu: Emulator;
-let service: Service | undefined;
-let servers: PartnerServer[] = [];
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  await emu.stop();
-});
-afterEach(async () => {
-  for (const s of servers) {
-    s.mode = "up";
-    delete s.statusFor;
-  }
-  await service?.stop(AbortSignal.timeout(10_000));
-  await Promise.all(servers.map((s) => s.close()));
-  for (const cleanup of cleanups.splice(0)) await cleanup();
-  service = undefined;
-  servers = [];
-});
+import { it } from "../helpers/fixtures.ts";
+import type { PartnerServer } from "../helpers/partner-server.ts";
+import { sampleHandler } from "../helpers/service.ts";
 
 const http = (url: string) => ({ destination: { type: "http", url: `${url}/ingest/{account}` } });
 
@@ -50,7 +17,7 @@ const http = (url: string) => ({ destination: { type: "http", url: `${url}/inges
  * What the service holds of SQS, seen on the wire: each message received and not yet deleted or
  * released (a visibility change below the queue's visibility timeout; heartbeats set exactly it).
  */
-function watchSqs(visibilityTimeoutSec: number) {
+function watchSqs(emu: Emulator, visibilityTimeoutSec: number) {
   const sqs = new SQSClient({ region: emu.region, endpoint: emu.endpoint, useQueueUrlAsEndpoint: false });
   const outstanding = new Set<string>();
   const idByReceipt = new Map<string, string>();
@@ -94,13 +61,15 @@ function watchSqs(visibilityTimeoutSec: number) {
 }
 
 describe("a partner's rate limit across idle gaps", () => {
-  it("holds `requests` per window although its dispatchers stop (and it is forgotten) between messages", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    servers = [await startPartnerServer()];
-    const [partner] = servers as [PartnerServer];
+  it("holds `requests` per window although its dispatchers stop (and it is forgotten) between messages", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    partnerServer: partner,
+    startService,
+  }) => {
     const intervalMs = 1500;
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 200, emptyFlushLimit: 1 },
       destination: { bucket },
       partners: { accounts: { p: { ...http(partner.url), rateLimit: { requests: 1, intervalMs } } } },
@@ -136,10 +105,14 @@ describe("a partner's rate limit across idle gaps", () => {
 });
 
 describe("fairness counts what is in flight", () => {
-  it("two partners answering 503 hold at most their share each; the healthy one gets all its messages meanwhile", async () => {
+  it("two partners answering 503 hold at most their share each; the healthy one gets all its messages meanwhile", async ({
+    emulator: emu,
+    bucket,
+    startPartnerServer,
+    startService,
+  }) => {
     const q = await createQueue(emu, { maxReceiveCount: 1000 });
-    const bucket = await createBucket(emu);
-    servers = await Promise.all([startPartnerServer(), startPartnerServer(), startPartnerServer()]);
+    const servers = await Promise.all([startPartnerServer(), startPartnerServer(), startPartnerServer()]);
     const [downA, downB, healthy] = servers as [PartnerServer, PartnerServer, PartnerServer];
     for (const down of [downA, downB]) down.statusFor = () => 503;
     const accounts = ["down-a", "down-b", "healthy"] as const;
@@ -151,9 +124,8 @@ describe("fairness counts what is in flight", () => {
     const partnerShare = 0.25;
     const share = maxUnacked * partnerShare;
     const queue = { concurrency: 2, prefetch: 2, visibilityTimeoutSec: 60 };
-    const watch = watchSqs(queue.visibilityTimeoutSec);
-    service = await startService(
-      emu,
+    const watch = watchSqs(emu, queue.visibilityTimeoutSec);
+    const service = await startService(
       {
         // Small batches, several in flight: what a down partner holds is mostly batches being retried.
         dispatch: {
@@ -237,10 +209,12 @@ describe("fairness counts what is in flight", () => {
 });
 
 describe("partners that fail for good", () => {
-  it("are forgotten once their dispatchers stop, each distinct account's error still shown", async () => {
-    const q = await createQueue(emu);
-    servers = [await startPartnerServer()];
-    const [partner] = servers as [PartnerServer];
+  it("are forgotten once their dispatchers stop, each distinct account's error still shown", async ({
+    emulator: emu,
+    queue: q,
+    partnerServer: partner,
+    startService,
+  }) => {
     partner.statusFor = () => 400;
     const accounts = Array.from({ length: 200 }, (_, i) => `acct-${i}`);
     const ids = await sendBodies(
@@ -248,7 +222,7 @@ describe("partners that fail for good", () => {
       q.url,
       accounts.map((a) => ({ account: a })),
     );
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100, emptyFlushLimit: 1 },
       destination: { type: "http", url: `${partner.url}/ingest/{account}` },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
@@ -275,35 +249,24 @@ describe("partners that fail for good", () => {
 
 describe("Retry-After", () => {
   // 3600: longer than giveUpAfterMs; 99999999: past setTimeout's range (~1,157 days).
-  it.each(["3600", "99999999"])(
+  it.for(["3600", "99999999"])(
     "Retry-After: %s neither holds the batch past giveUpAfterMs nor turns into a request storm",
-    async (retryAfter) => {
+    async (retryAfter, { emulator: emu, bucket, startService, startHttpServer }) => {
       const q = await createQueue(emu, { maxReceiveCount: 1000 });
-      const bucket = await createBucket(emu);
       const arrivals: number[] = [];
-      const server = createServer((req, res) => {
+      const { url } = await startHttpServer((req, res) => {
         arrivals.push(Date.now());
         req.resume();
         req.on("end", () => res.writeHead(429, { "retry-after": retryAfter }).end());
       });
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      cleanups.push(
-        () =>
-          new Promise<void>((resolve) => {
-            server.closeAllConnections();
-            server.close(() => resolve());
-          }),
-      );
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const watch = watchSqs(60);
+      const watch = watchSqs(emu, 60);
       const giveUpAfterMs = 2000;
       const ids = await sendBodies(
         emu,
         q.url,
         Array.from({ length: 3 }, (_, i) => ({ account: "slow", i })),
       );
-      service = await startService(
-        emu,
+      const service = await startService(
         {
           dispatch: { flushIntervalMs: 200, maxRecords: 10, retryBaseMs: 100, retryMaxMs: 300 },
           destination: { bucket },
@@ -341,7 +304,6 @@ describe("Retry-After", () => {
       );
       // The messages received again wait out the pause; at shutdown they are released at once.
       await service.stop(AbortSignal.timeout(1000));
-      service = undefined;
     },
   );
 });

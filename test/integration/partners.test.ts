@@ -5,42 +5,20 @@
 
 import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import { pino } from "pino";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { replayParked } from "../../src/replay.ts";
-import type { Service } from "../../src/service.ts";
 import {
-  createBucket,
-  createQueue,
-  type Emulator,
   queueDepth,
   readDeadLetters,
   readDelivered,
   sendBodies,
-  startEmulator,
   uniqueName,
   waitFor,
 } from "../helpers/emulator.ts";
 import { account, report } from "../helpers/figures.ts";
-import { type PartnerServer, startPartnerServer } from "../helpers/partner-server.ts";
-import { sampleHandler, startService, testConfig } from "../helpers/service.ts";
-
-let emu: Emulator;
-let service: Service | undefined;
-let servers: PartnerServer[] = [];
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  await emu.stop();
-});
-afterEach(async () => {
-  for (const s of servers) s.mode = "up";
-  await service?.stop(AbortSignal.timeout(10_000));
-  await Promise.all(servers.map((s) => s.close()));
-  service = undefined;
-  servers = [];
-});
+import { it } from "../helpers/fixtures.ts";
+import type { PartnerServer } from "../helpers/partner-server.ts";
+import { sampleHandler, testConfig } from "../helpers/service.ts";
 
 const http = (server: PartnerServer, extra: Record<string, unknown> = {}) => ({
   destination: { type: "http", url: `${server.url}/ingest/{account}`, ...extra },
@@ -52,12 +30,16 @@ function rate(server: PartnerServer, fromMs: number, toMs: number): number {
 }
 
 describe("per-partner limits", () => {
-  it("three partners limited to 2, 10 and 50 requests/s under a backlog: no limit is ever exceeded, each gets close to its own", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("three partners limited to 2, 10 and 50 requests/s under a backlog: no limit is ever exceeded, each gets close to its own", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    startPartnerServer,
+  }) => {
     const limits = { slow: 2, medium: 10, fast: 50 };
     const token = "s3cr3t-token-for-tests";
-    servers = await Promise.all(
+    const servers = await Promise.all(
       Object.values(limits).map((limitPerSec) => startPartnerServer({ limitPerSec, token })),
     );
     const [slow, medium, fast] = servers as [PartnerServer, PartnerServer, PartnerServer];
@@ -72,8 +54,7 @@ describe("per-partner limits", () => {
       bodies.sort(() => Math.random() - 0.5),
     );
     const auth = { authTokenEnv: "PARTNER_TOKEN" };
-    service = await startService(
-      emu,
+    const service = await startService(
       {
         dispatch: { flushIntervalMs: 100, maxRecords: 2, maxConcurrentFlushes: 4 },
         destination: { bucket },
@@ -119,10 +100,14 @@ describe("per-partner limits", () => {
 });
 
 describe("partner outages", () => {
-  it("one partner down for a window: the other two deliver at full rate meanwhile; after recovery it gets everything", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    servers = await Promise.all([startPartnerServer(), startPartnerServer(), startPartnerServer()]);
+  it("one partner down for a window: the other two deliver at full rate meanwhile; after recovery it gets everything", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    startPartnerServer,
+  }) => {
+    const servers = await Promise.all([startPartnerServer(), startPartnerServer(), startPartnerServer()]);
     const [down, a, b] = servers as [PartnerServer, PartnerServer, PartnerServer];
     const limit = 20;
     const bodies = [
@@ -141,7 +126,7 @@ describe("partner outages", () => {
       breaker: { failures: 3, cooldownMs: 400 },
       giveUpAfterMs: 60_000,
     };
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100, maxRecords: 2, retryBaseMs: 50, retryMaxMs: 300 },
       destination: { bucket },
       partners: {
@@ -189,16 +174,18 @@ describe("partner outages", () => {
     expect(down.records()).toHaveLength(60);
   });
 
-  it("a partner answering 400 to one batch: those messages go to the dead-letter queue with the status; later batches flow", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    servers = [await startPartnerServer()];
-    const [partner] = servers as [PartnerServer];
+  it("a partner answering 400 to one batch: those messages go to the dead-letter queue with the status; later batches flow", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    partnerServer: partner,
+  }) => {
     partner.statusFor = (batch) =>
       batch.records.some((r) => (r.payload as { bad?: boolean }).bad) ? 400 : undefined;
     const bodies = Array.from({ length: 30 }, (_, i) => ({ account: "p", i, bad: i === 7 }));
     const ids = await sendBodies(emu, q.url, bodies);
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100, maxRecords: 1 },
       destination: { bucket },
       partners: { accounts: { p: http(partner) } },
@@ -218,11 +205,13 @@ describe("partner outages", () => {
     expect(await queueDepth(emu, q.url)).toBe(0);
   });
 
-  it("a partner down past the bound gets its batches parked in S3 (messages deleted); replay delivers them after recovery", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
-    servers = [await startPartnerServer()];
-    const [partner] = servers as [PartnerServer];
+  it("a partner down past the bound gets its batches parked in S3 (messages deleted); replay delivers them after recovery", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    partnerServer: partner,
+  }) => {
     partner.mode = "drop";
     const ids = await sendBodies(
       emu,
@@ -245,7 +234,7 @@ describe("partner outages", () => {
       },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
     };
-    service = await startService(emu, overrides);
+    const service = await startService(overrides);
     await waitFor("all 40 deleted (parked)", () => service?.relays[0]?.stats.deleted === 40, 30_000);
     expect(service.relays[0]?.stats.parkedRecords).toBe(40);
     expect(service.partnerSnapshots().find((p) => p.account === "flaky")?.state).toMatch(
@@ -274,8 +263,7 @@ describe("partner outages", () => {
 });
 
 describe("per-partner destinations", () => {
-  it("each partner's outputs land in its own bucket", async () => {
-    const q = await createQueue(emu);
+  it("each partner's outputs land in its own bucket", async ({ emulator: emu, queue: q, startService }) => {
     const prefix = uniqueName("p");
     const partnersList = ["alpha", "beta", "gamma"];
     for (const p of partnersList) await emu.s3.send(new CreateBucketCommand({ Bucket: `${prefix}-${p}` }));
@@ -284,7 +272,7 @@ describe("per-partner destinations", () => {
       q.url,
       Array.from({ length: 45 }, (_, i) => ({ account: partnersList[i % 3], i })),
     );
-    service = await startService(emu, {
+    const service = await startService({
       dispatch: { flushIntervalMs: 100 },
       destination: { bucket: `${prefix}-{account}`, serverSideEncryption: "AES256" },
       queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],

@@ -1,55 +1,44 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Service } from "../../src/service.ts";
+import { describe, expect } from "vitest";
 import {
-  createBucket,
   createQueue,
-  type Emulator,
   queueDepth,
   readDelivered,
   receiveAll,
   sendBodies,
-  startEmulator,
+  type TestQueue,
   waitFor,
 } from "../helpers/emulator.ts";
-import { sampleHandler, startService } from "../helpers/service.ts";
+import { it } from "../helpers/fixtures.ts";
+import { sampleHandler } from "../helpers/service.ts";
 
-let emu: Emulator;
-let service: Service | undefined;
+/** One queue of the service's config: a sample handler, its dead-letter queue, a short long poll. */
+function queueOf(q: TestQueue, handler: string) {
+  return {
+    queue: q.name,
+    handler: sampleHandler(handler),
+    deadLetterQueue: q.dlqName,
+    waitTimeSec: 1,
+    visibilityTimeoutSec: 30,
+  };
+}
 
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterAll(async () => {
-  await emu.stop();
-});
-afterEach(async () => {
-  await service?.stop(AbortSignal.timeout(10_000));
-  service = undefined;
-});
-
-const fast = { flushIntervalMs: 200, emptyFlushLimit: 3 };
-const queueDefaults = { waitTimeSec: 1, visibilityTimeoutSec: 30 };
+/** The service's config: these queues, delivering to `bucket`, flushing fast. */
+function relayTo(bucket: string, ...queues: ReturnType<typeof queueOf>[]) {
+  return { dispatch: { flushIntervalMs: 200, emptyFlushLimit: 3 }, destination: { bucket }, queues };
+}
 
 describe("relay end to end (real SDK clients against the emulator)", () => {
-  it("delivers N messages across M accounts to S3 under each account's prefix, each exactly once, and empties the queue", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("delivers N messages across M accounts to S3 under each account's prefix, each exactly once, and empties the queue", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+  }) => {
     const N = 600;
     const M = 37;
     const bodies = Array.from({ length: N }, (_, n) => ({ account: `acct-${n % M}`, n }));
     const ids = await sendBodies(emu, q.url, bodies);
-    service = await startService(emu, {
-      dispatch: fast,
-      destination: { bucket },
-      queues: [
-        {
-          queue: q.name,
-          handler: sampleHandler("passthrough.ts"),
-          deadLetterQueue: q.dlqName,
-          ...queueDefaults,
-        },
-      ],
-    });
+    const service = await startService(relayTo(bucket, queueOf(q, "passthrough.ts")));
     const relay = service.relays[0];
     await waitFor("every message deleted", () => relay?.stats.deleted === N);
 
@@ -68,9 +57,12 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     expect(await receiveAll(emu, q.dlqUrl)).toHaveLength(0);
   });
 
-  it("fans one order out to the merchant and each affiliate, and deletes it only once all are delivered", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("fans one order out to the merchant and each affiliate, and deletes it only once all are delivered", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+  }) => {
     const orders = Array.from({ length: 40 }, (_, n) => ({
       orderId: `o-${n}`,
       merchant: `merchant-${n % 4}`,
@@ -82,18 +74,7 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
       ],
     }));
     const ids = await sendBodies(emu, q.url, orders);
-    service = await startService(emu, {
-      dispatch: fast,
-      destination: { bucket },
-      queues: [
-        {
-          queue: q.name,
-          handler: sampleHandler("order-events.ts"),
-          deadLetterQueue: q.dlqName,
-          ...queueDefaults,
-        },
-      ],
-    });
+    const service = await startService(relayTo(bucket, queueOf(q, "order-events.ts")));
     const relay = service.relays[0];
     await waitFor("every order deleted", () => relay?.stats.deleted === orders.length);
 
@@ -114,9 +95,12 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     expect(await queueDepth(emu, q.url)).toBe(0);
   });
 
-  it("deletes a message whose handler returns nothing, and writes nothing for it", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("deletes a message whose handler returns nothing, and writes nothing for it", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+  }) => {
     const testOrders = Array.from({ length: 25 }, (_, n) => ({
       orderId: `t-${n}`,
       merchant: "acme",
@@ -126,18 +110,7 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     }));
     const realOrder = { orderId: "real", merchant: "acme", total: 5, currency: "EUR" };
     await sendBodies(emu, q.url, [...testOrders, realOrder]);
-    service = await startService(emu, {
-      dispatch: fast,
-      destination: { bucket },
-      queues: [
-        {
-          queue: q.name,
-          handler: sampleHandler("order-events.ts"),
-          deadLetterQueue: q.dlqName,
-          ...queueDefaults,
-        },
-      ],
-    });
+    const service = await startService(relayTo(bucket, queueOf(q, "order-events.ts")));
     const relay = service.relays[0];
     await waitFor("all 26 deleted", () => relay?.stats.deleted === 26);
     const records = await readDelivered(emu, bucket);
@@ -146,10 +119,13 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     expect(await queueDepth(emu, q.url)).toBe(0);
   });
 
-  it("runs two queues with different handlers at once, each to its own prefix", async () => {
+  it("runs two queues with different handlers at once, each to its own prefix", async ({
+    emulator: emu,
+    bucket,
+    startService,
+  }) => {
     const orders = await createQueue(emu, { prefix: "orders" });
     const events = await createQueue(emu, { prefix: "events" });
-    const bucket = await createBucket(emu);
     await sendBodies(
       emu,
       orders.url,
@@ -165,24 +141,9 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
       events.url,
       Array.from({ length: 50 }, (_, n) => ({ account: `e-${n % 5}`, n })),
     );
-    service = await startService(emu, {
-      dispatch: fast,
-      destination: { bucket },
-      queues: [
-        {
-          queue: orders.name,
-          handler: sampleHandler("order-events.ts"),
-          deadLetterQueue: orders.dlqName,
-          ...queueDefaults,
-        },
-        {
-          queue: events.name,
-          handler: sampleHandler("passthrough.ts"),
-          deadLetterQueue: events.dlqName,
-          ...queueDefaults,
-        },
-      ],
-    });
+    const service = await startService(
+      relayTo(bucket, queueOf(orders, "order-events.ts"), queueOf(events, "passthrough.ts")),
+    );
     await waitFor(
       "both queues drained",
       () => service?.relays[0]?.stats.deleted === 30 && service.relays[1]?.stats.deleted === 50,
@@ -195,23 +156,15 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     expect(new Set(fromEvents.map((r) => r.account))).toEqual(new Set(["e-0", "e-1", "e-2", "e-3", "e-4"]));
   });
 
-  it("sends a body that is not JSON to the dead-letter queue with the reason, and delivers the good ones beside it", async () => {
-    const q = await createQueue(emu);
-    const bucket = await createBucket(emu);
+  it("sends a body that is not JSON to the dead-letter queue with the reason, and delivers the good ones beside it", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+  }) => {
     const good = Array.from({ length: 9 }, (_, n) => ({ account: "acme", n }));
     const ids = await sendBodies(emu, q.url, ["{not json", ...good]);
-    service = await startService(emu, {
-      dispatch: fast,
-      destination: { bucket },
-      queues: [
-        {
-          queue: q.name,
-          handler: sampleHandler("passthrough.ts"),
-          deadLetterQueue: q.dlqName,
-          ...queueDefaults,
-        },
-      ],
-    });
+    const service = await startService(relayTo(bucket, queueOf(q, "passthrough.ts")));
     await waitFor("all 10 deleted", () => service?.relays[0]?.stats.deleted === 10);
     const dead = await receiveAll(emu, q.dlqUrl);
     expect(dead).toHaveLength(1);
