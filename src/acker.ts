@@ -1,21 +1,13 @@
 import { EventEmitter } from "node:events";
-import {
-  ChangeMessageVisibilityBatchCommand,
-  DeleteMessageBatchCommand,
-  type Message,
-  type SQSClient,
-} from "@aws-sdk/client-sqs";
+import type { Message, SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
-import { backoffMs } from "./backoff.ts";
-import { BatchEntryError } from "./errors.ts";
+import { type EntryResult, SqsEntryBatcher } from "./sqs-entry-batcher.ts";
 import type { RelayStats } from "./stats.ts";
 
 /** SQS caps a message's visibility at 12 hours from its receive. */
 const MAX_VISIBILITY_MS = 12 * 60 * 60 * 1000;
-const SQS_BATCH = 10;
 /** How long a partial delete batch waits for company before it is sent. */
 const DELETE_LINGER_MS = 5;
-const MAX_ENTRY_ATTEMPTS = 6;
 
 /** A received message on its way to deletion: held once, whatever copy of it came in last. */
 export interface Ticket {
@@ -41,9 +33,7 @@ export interface AckerOptions {
 }
 
 /** A heartbeat ("extend") is moot once its message is gone; a "release" is what made it gone. */
-type Change = { ticket: Ticket; visibilitySec: number; attempts: number; kind: "extend" | "release" };
-/** `receiptHandle` is the handle sent: a newer copy may have replaced the ticket's since. */
-type Delete = { ticket: Ticket; attempts: number; receiptHandle: string };
+type Change = { ticket: Ticket; visibilitySec: number; kind: "extend" | "release" };
 
 /**
  * The ledger of un-acknowledged messages of one queue: it deletes a message once every output it
@@ -53,17 +43,15 @@ type Delete = { ticket: Ticket; attempts: number; receiptHandle: string };
  * release; both may reopen demand.
  */
 export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
-  readonly #sqs: SQSClient;
   readonly #log: Logger;
   readonly #stats: RelayStats;
   readonly #options: AckerOptions;
   readonly #held = new Map<string, Ticket>();
-  #deletes: Delete[] = [];
-  #changes: Change[] = [];
-  #deleteTimer: NodeJS.Timeout | undefined;
+  /** Cuts retries short at stop(). */
+  readonly #abort = new AbortController();
+  readonly #deletes: SqsEntryBatcher<Ticket, "DeleteMessageBatch">;
+  readonly #changes: SqsEntryBatcher<Change, "ChangeMessageVisibilityBatch">;
   #heartbeat: NodeJS.Timeout | undefined;
-  #inFlightCalls = 0;
-  #settled: (() => void)[] = [];
   #heldBytes = 0;
   #releasesInFlight = 0;
   #releasesInFlightBytes = 0;
@@ -72,10 +60,32 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
 
   constructor(deps: { sqs: SQSClient; log: Logger; stats: RelayStats }, options: AckerOptions) {
     super();
-    this.#sqs = deps.sqs;
     this.#log = deps.log.child({ component: "acker" });
     this.#stats = deps.stats;
     this.#options = options;
+    const batcherDeps = { sqs: deps.sqs, log: this.#log, stats: deps.stats, signal: this.#abort.signal };
+    this.#deletes = new SqsEntryBatcher(batcherDeps, {
+      operation: "DeleteMessageBatch",
+      queueUrl: options.queueUrl,
+      lingerMs: DELETE_LINGER_MS,
+      entry: (ticket, Id) => ({ Id, ReceiptHandle: ticket.receiptHandle }),
+      messageId: (ticket) => ticket.id,
+      onDone: (ticket, result) => this.#deleteDone(ticket, result),
+    });
+    this.#changes = new SqsEntryBatcher(batcherDeps, {
+      operation: "ChangeMessageVisibilityBatch",
+      queueUrl: options.queueUrl,
+      lingerMs: 0,
+      entry: (c, Id) => ({ Id, ReceiptHandle: c.ticket.receiptHandle, VisibilityTimeout: c.visibilitySec }),
+      messageId: (c) => c.ticket.id,
+      status: (c) => this.#changeStatus(c),
+      onDone: (c) => {
+        if (c.kind !== "release") return;
+        this.#releasesInFlight--;
+        this.#releasesInFlightBytes -= c.ticket.bytes;
+        this.emit("releaseAnswered");
+      },
+    });
   }
 
   /** Received but not yet deleted or released. */
@@ -162,9 +172,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   done(ticket: Ticket): void {
     if (ticket.state !== "held") return;
     ticket.state = "deleting";
-    this.#deletes.push({ ticket, attempts: 0, receiptHandle: ticket.receiptHandle });
-    if (this.#deletes.length >= SQS_BATCH) this.#sendDeletes();
-    else this.#deleteTimer ??= setTimeout(() => this.#sendDeletes(), DELETE_LINGER_MS);
+    this.#deletes.add(ticket);
   }
 
   /**
@@ -177,12 +185,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
     this.#releasesInFlightBytes += ticket.bytes;
     this.#forget(ticket);
     this.#stats.released++;
-    this.#queueChange({
-      ticket,
-      visibilitySec: Math.max(0, Math.round(delaySec)),
-      attempts: 0,
-      kind: "release",
-    });
+    this.#changes.add({ ticket, visibilitySec: Math.max(0, Math.round(delaySec)), kind: "release" });
   }
 
   /**
@@ -198,7 +201,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   /** Sends the releases queued since holdReleases(), and any later ones at once. */
   resumeReleases(): void {
     this.#releasesHeld = false;
-    this.#sendChanges();
+    this.#changes.send();
   }
 
   /** Releases everything still held (shutdown deadline). */
@@ -212,21 +215,21 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
    * Resolves once every delete and visibility change queued so far has been sent and answered.
    * Releases held by holdReleases() are sent too.
    */
-  settle(): Promise<void> {
+  async settle(): Promise<void> {
     this.#releasesHeld = false;
-    this.#sendDeletes();
-    this.#sendChanges();
-    if (this.#pendingWork() === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#settled.push(resolve));
+    // Both at once: a delete or change queued while the other was being waited for is waited for too.
+    while (this.#deletes.pending + this.#changes.pending > 0) {
+      this.#deletes.send();
+      this.#changes.send();
+      await Promise.all([this.#deletes.idle(), this.#changes.idle()]);
+    }
   }
 
+  /** Stops the heartbeat; retries still waiting are given up (their messages come back later). */
   stop(): void {
     clearInterval(this.#heartbeat);
     this.#heartbeat = undefined;
-  }
-
-  #pendingWork(): number {
-    return this.#inFlightCalls + this.#deletes.length + this.#changes.length;
+    this.#abort.abort();
   }
 
   #forget(ticket: Ticket): void {
@@ -248,165 +251,35 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
       if (visibilitySec <= 0) continue;
       ticket.visibleUntilMs = nowMs + visibilitySec * 1000;
       this.#stats.visibilityExtended++;
-      this.#queueChange({ ticket, visibilitySec, attempts: 0, kind: "extend" });
+      this.#changes.add({ ticket, visibilitySec, kind: "extend" });
     }
   }
 
-  #queueChange(change: Change): void {
-    this.#changes.push(change);
-    queueMicrotask(() => this.#sendChanges());
+  /** A heartbeat for a message no longer held is moot; a release waits while releases are held. */
+  #changeStatus(c: Change): "send" | "hold" | "drop" {
+    if (c.kind === "extend") return c.ticket.state === "held" ? "send" : "drop";
+    return this.#releasesHeld ? "hold" : "send";
   }
 
-  #sendDeletes(): void {
-    clearTimeout(this.#deleteTimer);
-    this.#deleteTimer = undefined;
-    while (this.#deletes.length > 0) {
-      const batch = this.#deletes.splice(0, SQS_BATCH);
-      this.#inFlightCalls++;
-      void this.#deleteBatch(batch).finally(() => this.#callDone());
-    }
-  }
-
-  #sendChanges(): void {
-    const live = this.#changes.filter((c) => c.kind === "release" || c.ticket.state === "held");
-    const waiting = this.#releasesHeld ? live.filter((c) => c.kind === "release") : [];
-    const sendable = this.#releasesHeld ? live.filter((c) => c.kind !== "release") : live;
-    this.#changes = waiting;
-    while (sendable.length > 0) {
-      const batch = sendable.splice(0, SQS_BATCH);
-      this.#inFlightCalls++;
-      void this.#changeBatch(batch).finally(() => this.#callDone());
-    }
-  }
-
-  #callDone(): void {
-    this.#inFlightCalls--;
-    if (this.#pendingWork() === 0) for (const resolve of this.#settled.splice(0)) resolve();
-  }
-
-  async #deleteBatch(batch: Delete[]): Promise<void> {
-    for (const d of batch) d.receiptHandle = d.ticket.receiptHandle;
-    const entries = batch.map((d, i) => ({ Id: String(i), ReceiptHandle: d.receiptHandle }));
-    let failed: { entry: Delete; code: string; message: string; senderFault: boolean }[];
-    try {
-      const out = await this.#sqs.send(
-        new DeleteMessageBatchCommand({ QueueUrl: this.#options.queueUrl, Entries: entries }),
-      );
-      this.#stats.sqsCalls.deleteMessageBatch++;
-      failed = (out.Failed ?? []).map((f) => ({
-        entry: batch[Number(f.Id)] as Delete,
-        code: f.Code ?? "Unknown",
-        message: f.Message ?? "",
-        senderFault: f.SenderFault ?? false,
-      }));
-    } catch (err) {
-      this.#stats.sqsCalls.errors++;
-      failed = batch.map((entry) => ({
-        entry,
-        code: (err as Error).name,
-        message: (err as Error).message,
-        senderFault: false,
-      }));
-    }
-    const failedIds = new Set(failed.map((f) => f.entry.ticket.id));
-    const again: Delete[] = [];
-    for (const d of batch) {
-      if (failedIds.has(d.ticket.id)) continue;
-      // A copy received meanwhile carries a newer handle; SQS may keep the message unless that one is
-      // deleted too.
-      if (d.ticket.receiptHandle !== d.receiptHandle) {
-        again.push({ ticket: d.ticket, attempts: 0, receiptHandle: d.ticket.receiptHandle });
-        continue;
-      }
-      this.#stats.deleted++;
-      this.#forget(d.ticket);
-    }
-    if (again.length > 0) {
-      this.#deletes.push(...again);
-      this.#sendDeletes();
-    }
-    if (failed.length === 0) return;
-    const error = new BatchEntryError(
-      "DeleteMessageBatch",
-      failed.map((f) => ({
-        id: f.entry.ticket.id,
-        code: f.code,
-        message: f.message,
-        senderFault: f.senderFault,
-      })),
-    );
-    const retry: Delete[] = [];
-    for (const f of failed) {
+  #deleteDone(ticket: Ticket, result: EntryResult<{ ReceiptHandle?: string | undefined }>): void {
+    if (!result.ok) {
       // A receipt handle SQS no longer accepts cannot be fixed by retrying: the message will come back
       // and be handled again. That is a duplicate later, never a loss.
-      if (f.code === "ReceiptHandleIsInvalid" || f.entry.attempts + 1 >= MAX_ENTRY_ATTEMPTS) {
-        this.#log.error(
-          { err: error, messageId: f.entry.ticket.id, code: f.code },
-          "delete failed for good; the message will be redelivered",
-        );
-        this.#stats.deleteFailures++;
-        this.#forget(f.entry.ticket);
-      } else {
-        retry.push({ ...f.entry, attempts: f.entry.attempts + 1 });
-      }
-    }
-    if (retry.length === 0) return;
-    this.#log.warn({ err: error, retrying: retry.length }, "delete entries failed; retrying");
-    await new Promise((r) => setTimeout(r, backoffMs(retry[0]?.attempts ?? 1, 100, 5000)));
-    this.#deletes.push(...retry);
-    this.#sendDeletes();
-  }
-
-  async #changeBatch(batch: Change[]): Promise<void> {
-    const entries = batch.map((c, i) => ({
-      Id: String(i),
-      ReceiptHandle: c.ticket.receiptHandle,
-      VisibilityTimeout: c.visibilitySec,
-    }));
-    let failed: { change: Change; code: string; message: string }[];
-    try {
-      const out = await this.#sqs.send(
-        new ChangeMessageVisibilityBatchCommand({ QueueUrl: this.#options.queueUrl, Entries: entries }),
+      this.#log.error(
+        { messageId: ticket.id, code: result.failure.code, reason: result.failure.message },
+        "delete failed for good; the message will be redelivered",
       );
-      this.#stats.sqsCalls.changeMessageVisibilityBatch++;
-      failed = (out.Failed ?? []).map((f) => ({
-        change: batch[Number(f.Id)] as Change,
-        code: f.Code ?? "Unknown",
-        message: f.Message ?? "",
-      }));
-    } catch (err) {
-      this.#stats.sqsCalls.errors++;
-      failed = batch.map((change) => ({
-        change,
-        code: (err as Error).name,
-        message: (err as Error).message,
-      }));
+      this.#stats.deleteFailures++;
+      this.#forget(ticket);
+      return;
     }
-    const retry = failed.filter(
-      (f) =>
-        f.code !== "ReceiptHandleIsInvalid" &&
-        f.code !== "MessageNotInflight" &&
-        f.change.attempts + 1 < MAX_ENTRY_ATTEMPTS,
-    );
-    if (failed.length > 0) {
-      this.#log.warn(
-        {
-          failures: failed.map((f) => ({ messageId: f.change.ticket.id, code: f.code })),
-          retrying: retry.length,
-        },
-        "visibility change entries failed",
-      );
+    // A copy received meanwhile carries a newer handle; SQS may keep the message unless that one is
+    // deleted too.
+    if (result.sent.ReceiptHandle !== ticket.receiptHandle) {
+      this.#deletes.add(ticket);
+      return;
     }
-    const retrying = new Set(retry.map((f) => f.change));
-    const answered = batch.filter((c) => c.kind === "release" && !retrying.has(c));
-    for (const c of answered) {
-      this.#releasesInFlight--;
-      this.#releasesInFlightBytes -= c.ticket.bytes;
-    }
-    if (answered.length > 0) this.emit("releaseAnswered");
-    if (retry.length === 0) return;
-    await new Promise((r) => setTimeout(r, backoffMs(retry[0]?.change.attempts ?? 1, 100, 5000)));
-    for (const f of retry) this.#changes.push({ ...f.change, attempts: f.change.attempts + 1 });
-    this.#sendChanges();
+    this.#stats.deleted++;
+    this.#forget(ticket);
   }
 }

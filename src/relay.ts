@@ -1,19 +1,15 @@
-import {
-  GetQueueAttributesCommand,
-  GetQueueUrlCommand,
-  type Message,
-  type SQSClient,
-} from "@aws-sdk/client-sqs";
+import type { Message, SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
 import { Acker, type Ticket } from "./acker.ts";
-import { backoffMs } from "./backoff.ts";
 import type { QueueConfig } from "./config.ts";
 import { DeadLetter } from "./dead-letter.ts";
 import { HandlerPool, type PoolOutcome } from "./handler-pool.ts";
 import type { HandlerTask } from "./handler-worker.ts";
+import { type Decision, decide, type MessageOutcome, type QueuePolicy } from "./message-policy.ts";
 import type { PartnerDirectory } from "./partners.ts";
 import { Poller } from "./poller.ts";
-import { Router } from "./router.ts";
+import { resolveQueue } from "./queue-resolution.ts";
+import { type DeliveryOutcomes, Router } from "./router.ts";
 import { newRelayStats, type RelayStats } from "./stats.ts";
 
 /** `maxUnackedBytes` when the config does not give one: 64 MiB of bodies held per queue. */
@@ -26,9 +22,20 @@ export interface RelayDeps {
   partners: PartnerDirectory;
 }
 
+/** What start() builds: the relay runs with these from then on. */
+interface Running {
+  acker: Acker;
+  poller: Poller;
+  router: Router<Ticket>;
+  deadLetter: DeadLetter;
+  /** The queue's fixed inputs to `decide`. */
+  policy: QueuePolicy;
+}
+
 /**
  * One queue, wired end to end: poller → handler pool → router → dispatchers → destinations, with the acker
- * deleting each message once everything it produced is delivered.
+ * deleting each message once everything it produced is delivered. What becomes of a message is decided
+ * by `decide` (message-policy.ts); the relay carries the decisions out.
  */
 export class Relay {
   readonly stats: RelayStats = newRelayStats();
@@ -36,14 +43,10 @@ export class Relay {
   readonly #deps: RelayDeps;
   readonly #log: Logger;
   readonly #pool: HandlerPool;
-  #acker: Acker | undefined;
-  #poller: Poller | undefined;
-  #router: Router<Ticket> | undefined;
-  #deadLetter: DeadLetter | undefined;
+  #running: Running | undefined;
   /** Messages between receive and the end of their handler's outcome handling. */
   #handling = 0;
-  /** From the queue's redrive policy: the receive at which SQS would dead-letter a message. */
-  #maxReceiveCount: number | undefined;
+  readonly #handledWaiters: (() => void)[] = [];
   /** Body bytes received and not yet deleted or released, at most (beside `maxUnacked` messages). */
   readonly maxUnackedBytes: number;
 
@@ -51,8 +54,8 @@ export class Relay {
     this.#deps = deps;
     this.options = options;
     this.#log = deps.log.child({ queue: options.name });
-    this.maxUnackedBytes =
-      (options as { maxUnackedBytes?: number }).maxUnackedBytes ?? DEFAULT_MAX_UNACKED_BYTES;
+    // Queue objects built by hand (tests, the demo) may leave it out.
+    this.maxUnackedBytes = options.maxUnackedBytes ?? DEFAULT_MAX_UNACKED_BYTES;
     this.#pool = new HandlerPool(
       { log: this.#log },
       {
@@ -68,21 +71,21 @@ export class Relay {
   }
 
   get unacked(): number {
-    return this.#acker?.unacked ?? 0;
+    return this.#running?.acker.unacked ?? 0;
   }
 
   /** Body bytes of the un-acknowledged messages. */
   get unackedBytes(): number {
-    return this.#acker?.unackedBytes ?? 0;
+    return this.#running?.acker.unackedBytes ?? 0;
   }
 
   get activeDispatchers(): number {
-    return this.#router?.active ?? 0;
+    return this.#running?.router.active ?? 0;
   }
 
   /** This queue's dispatcher for an account, if one is alive. */
   dispatcherOf(account: string) {
-    return this.#router?.get(account);
+    return this.#running?.router.get(account);
   }
 
   get handlersRunning(): number {
@@ -90,13 +93,13 @@ export class Relay {
   }
 
   oldestUnackedAtMs(): number | undefined {
-    return this.#acker?.oldestReceivedAtMs();
+    return this.#running?.acker.oldestReceivedAtMs();
   }
 
   /** Why this queue is not serving, or undefined when it is (started, receives succeeding). */
   notReadyReason(): string | undefined {
-    if (!this.#poller) return "not started";
-    const errors = this.#poller.consecutiveErrors;
+    if (!this.#running) return "not started";
+    const errors = this.#running.poller.consecutiveErrors;
     return errors >= 3 ? `${errors} ReceiveMessage failures in a row` : undefined;
   }
 
@@ -105,52 +108,58 @@ export class Relay {
     const { sqs, partners } = this.#deps;
     const o = this.options;
     const log = this.#log;
-    const queueUrl = await this.#resolveUrl(o.queue);
-    const redrive = await this.#redrivePolicy(queueUrl);
-    this.#maxReceiveCount = redrive?.maxReceiveCount;
-    if (!redrive) {
+    const queue = await resolveQueue({ sqs, log }, { queue: o.queue, deadLetterQueue: o.deadLetterQueue });
+    if (queue.maxReceiveCount === undefined) {
       log.warn(
         "queue has no redrive policy: a message whose handler always fails is retried until its retention ends; give the queue a dead-letter queue",
       );
     }
-    const deadLetterQueueUrl = o.deadLetterQueue
-      ? await this.#resolveUrl(o.deadLetterQueue)
-      : redrive
-        ? await this.#urlOfArn(redrive.deadLetterTargetArn)
-        : "";
     await this.#pool.start();
     const acker = new Acker(
       { sqs, log, stats: this.stats },
-      { queue: o.name, queueUrl, visibilityTimeoutSec: o.visibilityTimeoutSec },
+      { queue: o.name, queueUrl: queue.queueUrl, visibilityTimeoutSec: o.visibilityTimeoutSec },
     );
     const deadLetter = new DeadLetter(
       { sqs, log, stats: this.stats },
       {
         queue: o.name,
-        deadLetterQueueUrl,
-        maxMessageBytes: deadLetterQueueUrl ? await this.#maxMessageBytes(deadLetterQueueUrl) : undefined,
+        deadLetterQueueUrl: queue.deadLetterQueueUrl,
+        maxMessageBytes: queue.deadLetterMaxBytes,
       },
     );
+    const policy: QueuePolicy = {
+      maxReceiveCount: queue.maxReceiveCount,
+      deadLetterConfigured: deadLetter.configured,
+      maxUnacked: o.maxUnacked,
+      partnerShare: o.partnerShare,
+      retryBaseMs: o.retryBaseMs,
+      retryMaxMs: o.retryMaxMs,
+      flushIntervalMs: o.dispatch.flushIntervalMs,
+    };
+    // These callbacks and the poller's run only after start() has set `running` below.
+    const outcomes: DeliveryOutcomes<Ticket> = {
+      delivered: (tickets) => {
+        for (const t of tickets) acker.delivered(t);
+      },
+      rejected: (tickets, error) => {
+        for (const t of new Set(tickets))
+          void this.#act(running, t, { kind: "rejected", reason: error.message });
+      },
+      abandoned: (tickets, cause) => {
+        for (const t of tickets) void this.#act(running, t, { kind: "abandoned", cause });
+      },
+      parked: (batch) => {
+        partners.partner(batch.account).parkedBatches++;
+      },
+    };
     const router = new Router<Ticket>(
       {
         resolve: (account) => ({ ...partners.profile(o, account), partner: partners.attach(account) }),
         park: partners.park,
-        onParked: (batch) => {
-          partners.partner(batch.account).parkedBatches++;
-        },
         onForgotten: (account) => partners.detach(account),
         log,
         stats: this.stats,
-        onDelivered: (tickets) => {
-          for (const t of tickets) acker.delivered(t);
-        },
-        onRejected: (tickets, error) => {
-          for (const t of new Set(tickets)) void this.#deadLetterOrRetry(t, error.message);
-        },
-        onAbandoned: (tickets, cause) => {
-          // At shutdown another replica should take them at once; from a failing partner, later.
-          for (const t of tickets) acker.release(t, cause === "stopping" ? 0 : this.#retryDelaySec(t));
-        },
+        outcomes,
       },
       { queue: o.name },
     );
@@ -168,25 +177,23 @@ export class Relay {
           bytesRoom: () => this.maxUnackedBytes - acker.unackedBytes - acker.releasesInFlightBytes,
           maxBytes: this.maxUnackedBytes,
         },
-        onMessages: (messages) => this.#accept(messages),
-        onLate: (messages) => this.#releaseLate(messages),
+        onMessages: (messages) => this.#accept(running, messages),
+        onLate: (messages) => this.#releaseLate(acker, messages),
       },
       {
         queue: o.name,
-        queueUrl,
+        queueUrl: queue.queueUrl,
         receiveBatchSize: o.receiveBatchSize,
         maxParallelReceives: o.maxParallelReceives,
         waitTimeSec: o.waitTimeSec,
         visibilityTimeoutSec: o.visibilityTimeoutSec,
       },
     );
+    const running: Running = { acker, poller, router, deadLetter, policy };
+    this.#running = running;
     pool.on("free", () => poller.wake());
     acker.on("free", () => poller.wake());
     acker.on("releaseAnswered", () => poller.wake());
-    this.#acker = acker;
-    this.#router = router;
-    this.#deadLetter = deadLetter;
-    this.#poller = poller;
     if (!deadLetter.configured) {
       log.warn("no deadLetterQueue configured: poison messages rely on the queue's redrive policy");
     }
@@ -194,7 +201,7 @@ export class Relay {
     poller.start();
     log.info(
       {
-        queueUrl,
+        queueUrl: queue.queueUrl,
         handler: o.handlerPath,
         concurrency: o.concurrency,
         threads: o.threads,
@@ -217,12 +224,11 @@ export class Relay {
    */
   async stop(deadline: AbortSignal): Promise<number> {
     const log = this.#log;
-    const acker = this.#acker;
-    const poller = this.#poller;
-    if (!acker || !poller || !this.#router) {
+    if (!this.#running) {
       await this.#pool.close();
       return 0;
     }
+    const { acker, poller, router } = this.#running;
     const releasedBefore = this.stats.released;
     acker.holdReleases();
     const pollsOpen = poller.receivesInFlight;
@@ -240,8 +246,8 @@ export class Relay {
     const finished =
       (await untilAborted(this.#pool.idle(), deadline)) && (await untilAborted(this.#handled(), deadline));
     if (finished) {
-      log.info({ dispatchers: this.#router.active }, "handlers done; flushing dispatchers");
-      await untilAborted(this.#router.drain(), deadline);
+      log.info({ dispatchers: router.active }, "handlers done; flushing dispatchers");
+      await untilAborted(router.drain(), deadline);
     }
     if (!pollsClosed && !(await untilAborted(pollsReturned, deadline))) {
       log.warn(
@@ -252,7 +258,7 @@ export class Relay {
     }
     if (deadline.aborted) {
       log.warn("shutdown deadline reached; releasing what is undelivered");
-      this.#router.abandonAll();
+      router.abandonAll();
       acker.releaseAll(0);
     }
     await acker.settle();
@@ -263,74 +269,8 @@ export class Relay {
     return released;
   }
 
-  /**
-   * Fairness: one partner may hold at most `partnerShare` of maxUnacked, so a slow or down partner
-   * cannot take the whole budget. Returns the first account these outputs would push past it.
-   */
-  #overShare(router: Router<Ticket>, outputs: { account: string }[]): string | undefined {
-    const share = Math.max(1, Math.floor(this.options.maxUnacked * this.options.partnerShare));
-    const only = outputs.length === 1 ? outputs[0] : undefined;
-    if (only) {
-      const held = router.held(only.account);
-      return held > 0 && held + 1 > share ? only.account : undefined;
-    }
-    const adding = new Map<string, number>();
-    for (const o of outputs) adding.set(o.account, (adding.get(o.account) ?? 0) + 1);
-    for (const [account, n] of adding) {
-      const held = router.held(account);
-      if (held > 0 && held + n > share) return account;
-    }
-    return undefined;
-  }
-
-  #retryDelaySec(ticket: Ticket): number {
-    return backoffMs(ticket.receiveCount, this.options.retryBaseMs, this.options.retryMaxMs) / 1000;
-  }
-
-  async #redrivePolicy(
-    queueUrl: string,
-  ): Promise<{ deadLetterTargetArn: string; maxReceiveCount: number } | undefined> {
-    const out = await this.#deps.sqs.send(
-      new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["RedrivePolicy"] }),
-    );
-    const raw = out.Attributes?.RedrivePolicy;
-    if (!raw) return undefined;
-    const policy = JSON.parse(raw) as { deadLetterTargetArn: string; maxReceiveCount: string | number };
-    return {
-      deadLetterTargetArn: policy.deadLetterTargetArn,
-      maxReceiveCount: Number(policy.maxReceiveCount),
-    };
-  }
-
-  /** arn:aws:sqs:region:account:name → the queue's URL. */
-  async #urlOfArn(arn: string): Promise<string> {
-    const [, , , , account, name] = arn.split(":");
-    const out = await this.#deps.sqs.send(
-      new GetQueueUrlCommand({ QueueName: name, ...(account ? { QueueOwnerAWSAccountId: account } : {}) }),
-    );
-    return out.QueueUrl ?? "";
-  }
-
-  /** The dead-letter queue's MaximumMessageSize; undefined (SQS's 1 MiB) if it cannot be read. */
-  async #maxMessageBytes(queueUrl: string): Promise<number | undefined> {
-    try {
-      const out = await this.#deps.sqs.send(
-        new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["MaximumMessageSize"] }),
-      );
-      const bytes = Number(out.Attributes?.MaximumMessageSize);
-      return Number.isInteger(bytes) && bytes > 0 ? bytes : undefined;
-    } catch (err) {
-      this.#log.debug(
-        { err, queueUrl },
-        "could not read the dead-letter queue's MaximumMessageSize; assuming SQS's 1 MiB",
-      );
-      return undefined;
-    }
-  }
-
   /** Received after the stop began: this process will not handle them, so another may at once. */
-  #releaseLate(messages: Message[]): void {
-    const acker = this.#acker as Acker;
+  #releaseLate(acker: Acker, messages: Message[]): void {
     for (const message of messages) {
       const ticket = acker.track(message);
       // A copy of a message held already refreshed its receipt handle; the drain deals with it.
@@ -340,24 +280,16 @@ export class Relay {
     }
   }
 
-  async #resolveUrl(queue: string): Promise<string> {
-    if (/^https?:\/\//.test(queue)) return queue;
-    const out = await this.#deps.sqs.send(new GetQueueUrlCommand({ QueueName: queue }));
-    if (!out.QueueUrl) throw new Error(`GetQueueUrl returned no URL for ${queue}`);
-    return out.QueueUrl;
-  }
-
-  #accept(messages: Message[]): void {
-    const acker = this.#acker as Acker;
+  #accept(running: Running, messages: Message[]): void {
     const receivedAtMs = Date.now();
     const receivedAt = new Date(receivedAtMs).toISOString();
     for (const message of messages) {
-      const ticket = acker.track(message, receivedAtMs);
+      const ticket = running.acker.track(message, receivedAtMs);
       if (!ticket) continue;
       this.#handling++;
       void this.#pool
         .run(toTask(message, ticket, receivedAt))
-        .then((outcome) => this.#settle(ticket, outcome))
+        .then((outcome) => this.#handlerDone(running, ticket, outcome))
         .finally(() => {
           this.#handling--;
           if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
@@ -365,89 +297,65 @@ export class Relay {
     }
   }
 
-  readonly #handledWaiters: (() => void)[] = [];
-
   #handled(): Promise<void> {
     if (this.#handling === 0) return Promise.resolve();
     return new Promise((resolve) => this.#handledWaiters.push(resolve));
   }
 
-  /** Acts on a handler's outcome; resolves once the message is routed, released or dead-lettered. */
-  async #settle(ticket: Ticket, outcome: PoolOutcome): Promise<void> {
-    const acker = this.#acker as Acker;
-    switch (outcome.kind) {
-      case "ok": {
-        this.stats.handled++;
-        this.stats.outputs += outcome.outputs.length;
-        const router = this.#router as Router<Ticket>;
-        const crowded = this.#overShare(router, outcome.outputs);
-        if (crowded) {
-          // All or nothing: routing some outputs and releasing the message would duplicate those.
-          this.stats.shed++;
-          const delaySec = Math.max(
-            this.#retryDelaySec(ticket),
-            this.options.dispatch.flushIntervalMs / 1000,
-          );
-          this.#log.debug(
-            { messageId: ticket.id, account: crowded, delaySec },
-            "partner holds its share; message shed",
-          );
-          acker.release(ticket, delaySec);
-          return;
-        }
-        acker.expect(ticket, outcome.outputs.length);
-        for (const output of outcome.outputs) router.route(output.account, output.line, ticket);
+  /** Resolves once the message is routed, released or dead-lettered. */
+  #handlerDone(running: Running, ticket: Ticket, outcome: PoolOutcome): Promise<void> {
+    if (outcome.kind === "ok") {
+      this.stats.handled++;
+      this.stats.outputs += outcome.outputs.length;
+    } else if (outcome.kind !== "cancelled") {
+      this.stats.handlerFailures++;
+    }
+    return this.#act(running, ticket, outcome);
+  }
+
+  /** Decides what becomes of the message and does it. */
+  async #act(running: Running, ticket: Ticket, outcome: MessageOutcome): Promise<void> {
+    const { acker, router, deadLetter, policy } = running;
+    const decision = decide(outcome, { receiveCount: ticket.receiveCount, queue: policy, holding: router });
+    switch (decision.action) {
+      case "route":
+        acker.expect(ticket, decision.outputs.length);
+        for (const output of decision.outputs) router.route(output.account, output.line, ticket);
         return;
-      }
-      case "cancelled":
-        acker.release(ticket, 0);
-        return;
-      case "poison":
-        this.stats.handlerFailures++;
-        await this.#deadLetterOrRetry(ticket, outcome.reason);
-        return;
-      case "failed": {
-        this.stats.handlerFailures++;
-        // On its last receive, dead-letter it ourselves: SQS's redrive would move it without the reason.
-        const max = this.#maxReceiveCount;
-        if (max !== undefined && ticket.receiveCount >= max && this.#deadLetter?.configured) {
-          await this.#deadLetterOrRetry(
-            ticket,
-            `handler failed on receive ${ticket.receiveCount} of ${max}: ${outcome.reason}`,
-          );
-          return;
-        }
-        const delaySec = this.#retryDelaySec(ticket);
-        this.#log.warn(
-          {
-            messageId: ticket.id,
-            receiveCount: ticket.receiveCount,
-            reason: outcome.reason,
-            retryInSec: Math.round(delaySec),
-          },
-          "handler failed; message will be retried",
+      case "shed":
+        this.stats.shed++;
+        this.#log.debug(
+          { messageId: ticket.id, account: decision.account, delaySec: decision.delaySec },
+          "partner holds its share; message shed",
         );
-        acker.release(ticket, delaySec);
+        acker.release(ticket, decision.delaySec);
         return;
-      }
+      case "release":
+        this.#logRelease(ticket, decision);
+        acker.release(ticket, decision.delaySec);
+        return;
+      case "dead-letter":
+        // If it cannot be sent now, it comes back later and is tried again.
+        if (await deadLetter.send(ticket.message, decision.reason)) acker.done(ticket);
+        else acker.release(ticket, decision.retryDelaySec);
+        return;
     }
   }
 
-  /** Poison: to the dead-letter queue, then deleted; if that cannot be done now, retried later. */
-  async #deadLetterOrRetry(ticket: Ticket, reason: string): Promise<void> {
-    const acker = this.#acker as Acker;
-    const deadLetter = this.#deadLetter as DeadLetter;
-    if (await deadLetter.send(ticket.message, reason)) {
-      acker.done(ticket);
-      return;
-    }
-    if (!deadLetter.configured) {
+  #logRelease(ticket: Ticket, decision: Extract<Decision, { action: "release" }>): void {
+    const messageId = ticket.id;
+    const reason = decision.reason;
+    if (decision.cause === "handler-failed") {
+      this.#log.warn(
+        { messageId, receiveCount: ticket.receiveCount, reason, retryInSec: Math.round(decision.delaySec) },
+        "handler failed; message will be retried",
+      );
+    } else if (decision.cause === "no-dead-letter-queue") {
       this.#log.error(
-        { messageId: ticket.id, reason },
+        { messageId, reason },
         "poison message and no deadLetterQueue configured; returned to the queue for its redrive policy",
       );
     }
-    acker.release(ticket, this.#retryDelaySec(ticket));
   }
 }
 
