@@ -27,19 +27,25 @@ export interface DispatcherDeps<T> {
   /** Shared timer for the flush ticks; without one, each dispatcher keeps its own. */
   ticker?: TickWheel;
   stats: RelayStats;
-  /** The records of a batch are durably delivered. */
-  onDelivered(tickets: T[]): void;
-  /** The destination refused a batch for good (a permanent error): the caller dead-letters it. */
-  onRejected(tickets: T[], error: DeliveryError): void;
-  /**
-   * Delivery was abandoned: at the stop deadline ("stopping"), or after the destination kept failing
-   * for `giveUpAfterMs` ("giving-up"). The caller releases the messages to SQS.
-   */
-  onAbandoned(tickets: T[], cause: "stopping" | "giving-up"): void;
+  /** Where the owner of the tickets hears what became of them. */
+  outcomes: DeliveryOutcomes<T>;
   /** The dispatcher stopped itself; the router forgets it in the same tick. */
   onStopped(dispatcher: Dispatcher<T>): void;
-  /** A batch was parked (for the partner's state). */
-  onParked?(batch: Batch): void;
+}
+
+/** What becomes of the outputs a dispatcher was given: the owner of the tickets acts on it. */
+export interface DeliveryOutcomes<T> {
+  /** The records of a batch are durably delivered. */
+  delivered(tickets: T[]): void;
+  /** The destination refused a batch for good (a permanent error): the owner dead-letters it. */
+  rejected(tickets: T[], error: DeliveryError): void;
+  /**
+   * Delivery was abandoned: at the stop deadline ("stopping"), or after the destination kept failing
+   * for `giveUpAfterMs` ("giving-up"). The owner releases the messages to SQS.
+   */
+  abandoned(tickets: T[], cause: "stopping" | "giving-up"): void;
+  /** A batch was parked (for the partner's state); parked counts as delivered too. */
+  parked?(batch: Batch): void;
 }
 
 export interface DispatcherOptions {
@@ -152,7 +158,7 @@ export class Dispatcher<T> {
     const tickets = this.#buffer.map((r) => r.ticket);
     this.#buffer = [];
     this.#bufferedBytes = 0;
-    if (tickets.length > 0) this.#deps.onAbandoned(tickets, "stopping");
+    if (tickets.length > 0) this.#deps.outcomes.abandoned(tickets, "stopping");
     this.#stop();
   }
 
@@ -244,7 +250,7 @@ export class Dispatcher<T> {
   async #deliver(batch: Batch, tickets: T[], signal: AbortSignal): Promise<void> {
     const result = await this.#stack.deliver(batch, signal, this.#events);
     if (result.outcome === "delivered") {
-      this.#deps.onDelivered(tickets);
+      this.#deps.outcomes.delivered(tickets);
       return;
     }
     const log = this.#logger();
@@ -254,7 +260,7 @@ export class Dispatcher<T> {
           { err: result.error, batchId: batch.batchId, records: tickets.length },
           "destination refused the batch for good",
         );
-        this.#deps.onRejected(tickets, result.error);
+        this.#deps.outcomes.rejected(tickets, result.error);
         return;
       case "parked":
         this.#deps.stats.parkedRecords += tickets.length;
@@ -265,12 +271,12 @@ export class Dispatcher<T> {
           result.batch.lines.length,
           result.batch.bytes,
         );
-        this.#deps.onParked?.(result.batch);
+        this.#deps.outcomes.parked?.(result.batch);
         log.warn(
           { err: result.error, batchId: batch.batchId, records: tickets.length },
           "partner down past giveUpAfterMs; batch parked in S3",
         );
-        this.#deps.onDelivered(tickets);
+        this.#deps.outcomes.delivered(tickets);
         return;
       case "released":
         if (result.error) {
@@ -279,7 +285,7 @@ export class Dispatcher<T> {
             "partner still failing after giveUpAfterMs; releasing the batch's messages to SQS",
           );
         }
-        this.#deps.onAbandoned(tickets, result.cause);
+        this.#deps.outcomes.abandoned(tickets, result.cause);
     }
   }
 

@@ -1,8 +1,10 @@
 import type { Logger } from "pino";
 import type { DispatchConfig } from "./config.ts";
-import type { Batch, Destination } from "./destinations/destination.ts";
-import { Dispatcher, type DispatcherDeps } from "./dispatcher.ts";
-import type { DeliveryError } from "./errors.ts";
+import type { Destination } from "./destinations/destination.ts";
+import { type DeliveryOutcomes, Dispatcher, type DispatcherDeps } from "./dispatcher.ts";
+
+export type { DeliveryOutcomes } from "./dispatcher.ts";
+
 import type { Partner } from "./partner.ts";
 import type { RelayStats } from "./stats.ts";
 import { TickWheel } from "./tick-wheel.ts";
@@ -12,33 +14,6 @@ export interface AccountRoute {
   dispatch: DispatchConfig;
   destination: Destination;
   partner: Pick<Partner, "deliver">;
-}
-
-/** What becomes of the outputs a dispatcher was given: the owner of the tickets acts on it. */
-export interface DeliveryOutcomes<T> {
-  /** The records of a batch are durably delivered. */
-  delivered(tickets: T[]): void;
-  /** The destination refused a batch for good (a permanent error). */
-  rejected(tickets: T[], error: DeliveryError): void;
-  /**
-   * Delivery was abandoned: at the stop deadline ("stopping"), or after the destination kept failing
-   * for `giveUpAfterMs` ("giving-up").
-   */
-  abandoned(tickets: T[], cause: "stopping" | "giving-up"): void;
-  /** A batch was parked (for the partner's state); parked counts as delivered too. */
-  parked?(batch: Batch): void;
-}
-
-/**
- * Until test/unit/dispatcher.test.ts passes `outcomes`: the four callbacks it gives today.
- * @deprecated pass `outcomes`.
- */
-type LegacyRouterDeps<T> = Omit<RouterDeps<T>, "outcomes"> & LegacyOutcomes<T>;
-interface LegacyOutcomes<T> {
-  onDelivered: DeliveryOutcomes<T>["delivered"];
-  onRejected: DeliveryOutcomes<T>["rejected"];
-  onAbandoned: DeliveryOutcomes<T>["abandoned"];
-  onParked?: DeliveryOutcomes<T>["parked"];
 }
 
 export interface RouterDeps<T> {
@@ -66,19 +41,14 @@ export class Router<T> {
   /** One deps object for all of this queue's dispatchers: per-account parts go in their options. */
   readonly #dispatcherDeps: DispatcherDeps<T>;
 
-  constructor(deps: RouterDeps<T> | LegacyRouterDeps<T>, options: { queue: string }) {
+  constructor(deps: RouterDeps<T>, options: { queue: string }) {
     this.#deps = deps;
     this.#queue = options.queue;
-    const outcomes = "outcomes" in deps ? deps.outcomes : fromLegacy(deps);
     this.#dispatcherDeps = {
       park: deps.park,
       log: deps.log,
       stats: deps.stats,
-      // Until DispatcherDeps takes `outcomes: DeliveryOutcomes<T>` itself.
-      onDelivered: (tickets) => outcomes.delivered(tickets),
-      onRejected: (tickets, error) => outcomes.rejected(tickets, error),
-      onAbandoned: (tickets, cause) => outcomes.abandoned(tickets, cause),
-      ...(outcomes.parked ? { onParked: (batch: Batch) => outcomes.parked?.(batch) } : {}),
+      outcomes: deps.outcomes,
       onStopped: (stopped) => this.#forget(stopped),
       ...(deps.ticker === null ? {} : { ticker: deps.ticker ?? new TickWheel() }),
     };
@@ -141,13 +111,4 @@ export class Router<T> {
       partner: route.partner,
     });
   }
-}
-
-function fromLegacy<T>(deps: LegacyOutcomes<T>): DeliveryOutcomes<T> {
-  return {
-    delivered: deps.onDelivered,
-    rejected: deps.onRejected,
-    abandoned: deps.onAbandoned,
-    ...(deps.onParked ? { parked: deps.onParked } : {}),
-  };
 }

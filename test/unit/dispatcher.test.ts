@@ -108,11 +108,17 @@ function setup(
   const onDelivered = vi.fn((tickets: number[]) => {
     delivered.push(tickets);
   });
-  const onRejected = vi.fn<DispatcherDeps<number>["onRejected"]>();
-  const onAbandoned = vi.fn<DispatcherDeps<number>["onAbandoned"]>();
+  const onRejected = vi.fn<DispatcherDeps<number>["outcomes"]["rejected"]>();
+  const onAbandoned = vi.fn<DispatcherDeps<number>["outcomes"]["abandoned"]>();
   const onStopped = vi.fn<DispatcherDeps<number>["onStopped"]>();
   const dispatcher = new Dispatcher<number>(
-    { park: new FakeDestination(), log, stats, onDelivered, onRejected, onAbandoned, onStopped },
+    {
+      park: new FakeDestination(),
+      log,
+      stats,
+      outcomes: { delivered: onDelivered, rejected: onRejected, abandoned: onAbandoned },
+      onStopped,
+    },
     {
       queue: "orders",
       account: "acme",
@@ -535,11 +541,13 @@ describe("Router", () => {
         park: new FakeDestination(),
         log,
         stats,
-        onDelivered: (tickets) => {
-          delivered.push(...tickets);
+        outcomes: {
+          delivered: (tickets) => {
+            delivered.push(...tickets);
+          },
+          rejected: onRejected,
+          abandoned: onAbandoned,
         },
-        onRejected,
-        onAbandoned,
         ...(ticker === null ? { ticker } : {}),
       },
       { queue: "orders" },
@@ -800,7 +808,13 @@ describe("Dispatcher: giving up on a partly delivered batch", () => {
     const onDelivered = vi.fn();
     const onAbandoned = vi.fn();
     const dispatcher = new Dispatcher<number>(
-      { park, log, stats, onDelivered, onRejected: vi.fn(), onAbandoned, onStopped: vi.fn() },
+      {
+        park,
+        log,
+        stats,
+        outcomes: { delivered: onDelivered, rejected: vi.fn(), abandoned: onAbandoned },
+        onStopped: vi.fn(),
+      },
       {
         queue: "orders",
         account: "acme",
@@ -858,9 +872,7 @@ describe("Router: what a partner holds", () => {
         park: new FakeDestination(),
         log,
         stats: newRelayStats(),
-        onDelivered: () => {},
-        onRejected: () => {},
-        onAbandoned: () => {},
+        outcomes: { delivered: () => {}, rejected: () => {}, abandoned: () => {} },
       },
       { queue: "orders" },
     );
@@ -914,11 +926,13 @@ describe("Router with a PartnerDirectory: a partner's rate limit across idle gap
         park: new FakeDestination(),
         log,
         stats: newRelayStats(),
-        onDelivered: (tickets) => {
-          delivered.push(...tickets);
+        outcomes: {
+          delivered: (tickets) => {
+            delivered.push(...tickets);
+          },
+          rejected: () => {},
+          abandoned: () => {},
         },
-        onRejected: () => {},
-        onAbandoned: () => {},
       },
       { queue: "orders" },
     );
