@@ -225,7 +225,7 @@ const specs = {
       state: {
         type: "string",
         value: "states",
-        doc: "only partners in these states, comma-separated: active, idle, breaker-open, parked",
+        doc: "only partners in these states, comma-separated: active, idle, breaker-open, parked, paused",
       },
       prefix: { type: "string", value: "prefix", doc: "only accounts starting with this" },
       sort: {

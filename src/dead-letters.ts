@@ -20,6 +20,7 @@ import {
   StartMessageMoveTaskCommand,
 } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
+import { queueUrlOf } from "./queue-resolution.ts";
 
 export const REASON_ATTRIBUTE = "octorelay.reason";
 export const SOURCE_QUEUE_ATTRIBUTE = "octorelay.sourceQueue";
@@ -461,16 +462,10 @@ export async function resolveDeadLetterRoutes(
   sqs: SQSClient,
   queues: readonly { name: string; queue: string; deadLetterQueue: string }[],
 ): Promise<DeadLetterRoute[]> {
-  const urlOf = async (queue: string) => {
-    if (/^https?:\/\//.test(queue)) return queue;
-    const out = await sqs.send(new GetQueueUrlCommand({ QueueName: queue }));
-    if (!out.QueueUrl) throw new Error(`GetQueueUrl returned no URL for ${queue}`);
-    return out.QueueUrl;
-  };
   return Promise.all(
     queues.map(async (q) => {
-      const queueUrl = await urlOf(q.queue);
-      let deadLetterQueueUrl = q.deadLetterQueue ? await urlOf(q.deadLetterQueue) : "";
+      const queueUrl = await queueUrlOf(sqs, q.queue);
+      let deadLetterQueueUrl = q.deadLetterQueue ? await queueUrlOf(sqs, q.deadLetterQueue) : "";
       if (!deadLetterQueueUrl) {
         const out = await sqs.send(
           new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["RedrivePolicy"] }),

@@ -112,6 +112,17 @@ export class InMemoryPartnerLimits implements PartnerLimits {
     return state ? pauseIn(state, Date.now()) : undefined;
   }
 
+  async pausedAccounts(): Promise<{ account: string; pause: Pause }[]> {
+    const nowMs = Date.now();
+    const paused: { account: string; pause: Pause }[] = [];
+    for (const [account, state] of this.#accounts) {
+      const untilMs = state.pauses.get("operator");
+      if (untilMs !== undefined && untilMs > nowMs)
+        paused.push({ account, pause: { reason: "operator", untilMs } });
+    }
+    return paused;
+  }
+
   health(): { ok: true } | { ok: false; reason: string } {
     return this.#closed ? { ok: false, reason: "unavailable: partner limits are closed" } : { ok: true };
   }

@@ -159,9 +159,22 @@ export async function startOpsServer(
         // and the kubelet's probes cannot log in, and they show counts and readiness, not accounts.
         guarded: true,
         handle: async (req) => {
-          const reply = partnersPage(service.partnerSnapshots(), req.query);
+          const limits = service.partners.limits;
+          // Operator pauses from every replica (Redis in cluster mode), so `state=paused` lists them all.
+          const operator = await within(limits.pausedAccounts(), PAUSE_LOOKUP_MS).then(
+            (paused) => ({ paused, error: undefined }),
+            (err: unknown) => ({ paused: [], error: `could not read the pauses: ${(err as Error).message}` }),
+          );
+          const reply = partnersPage(
+            withOperatorPauses(service.partnerSnapshots(), operator.paused),
+            req.query,
+          );
           if (reply.status !== 200 || !("json" in reply)) return reply;
-          return withPauses(reply.json as PartnersPage, req.query, (a) => service.partners.limits.pauseOf(a));
+          const page = await withPauses(reply.json as PartnersPage, req.query, (a) => limits.pauseOf(a));
+          const json = page.json as PartnersPage;
+          return operator.error && !json.pauseError
+            ? { ...page, json: { ...json, pauseError: operator.error } }
+            : page;
         },
       },
     ],
@@ -393,21 +406,25 @@ const PARTNER_STATES = {
   parked: true,
 } satisfies Record<PartnerState, true>;
 
-const byAccount = (a: PartnerSnapshot, b: PartnerSnapshot) =>
-  a.account < b.account ? -1 : a.account > b.account ? 1 : 0;
+/** `paused`: an operator's pause in force, shown over the partner's own state (as on the console). */
+const LISTED_STATES = [...Object.keys(PARTNER_STATES), "paused"];
+
+/** What the orders below read of a partner. */
+type Sortable = Pick<PartnerSnapshot, "account" | "buffered" | "inFlight" | "oldestBufferedAgeMs">;
+
+const byAccount = (a: Sortable, b: Sortable) => (a.account < b.account ? -1 : a.account > b.account ? 1 : 0);
 
 /** Each order ends on the account, so pages of an unchanged set never overlap or skip. */
 const SORTS = {
-  held: (a: PartnerSnapshot, b: PartnerSnapshot) =>
-    b.buffered + b.inFlight - (a.buffered + a.inFlight) || byAccount(a, b),
-  oldest: (a: PartnerSnapshot, b: PartnerSnapshot) => {
+  held: (a: Sortable, b: Sortable) => b.buffered + b.inFlight - (a.buffered + a.inFlight) || byAccount(a, b),
+  oldest: (a: Sortable, b: Sortable) => {
     const x = a.oldestBufferedAgeMs;
     const y = b.oldestBufferedAgeMs;
     if (x === undefined || y === undefined) return x === y ? byAccount(a, b) : x === undefined ? 1 : -1;
     return y - x || byAccount(a, b);
   },
   account: byAccount,
-} satisfies Record<string, (a: PartnerSnapshot, b: PartnerSnapshot) => number>;
+} satisfies Record<string, (a: Sortable, b: Sortable) => number>;
 
 type PartnerSort = keyof typeof SORTS;
 
@@ -489,8 +506,47 @@ export function parsePartnerQuery(
   return out;
 }
 
-/** A partner on a /partners page: its snapshot, and the pause in force for it, if any. */
-export type PartnerEntry = PartnerSnapshot & { pause?: Pause };
+/**
+ * A partner on a /partners page: its snapshot, and the pause in force for it, if any. Its state is
+ * `paused` while an operator's pause holds it (the answer to "why is it not sending"), else its own.
+ */
+export type PartnerEntry = Omit<PartnerSnapshot, "state"> & { state: PartnerState | "paused"; pause?: Pause };
+
+/**
+ * The snapshots with the operator pauses laid over them: a paused partner's state is `paused`, and
+ * an account paused while this process holds nothing for it (paused before its traffic came, or on
+ * another replica) is listed too, with nothing held.
+ */
+export function withOperatorPauses(
+  snapshots: PartnerSnapshot[],
+  paused: readonly { account: string; pause: Pause }[],
+  nowMs = Date.now(),
+): PartnerEntry[] {
+  const live = new Map<string, Pause>();
+  for (const { account, pause } of paused) if (pause.untilMs > nowMs) live.set(account, pause);
+  if (live.size === 0) return snapshots;
+  const entries: PartnerEntry[] = snapshots.map((s) => {
+    const pause = live.get(s.account);
+    if (!pause) return s;
+    live.delete(s.account);
+    return { ...s, state: "paused", pause };
+  });
+  for (const [account, pause] of live) {
+    entries.push({
+      account,
+      state: "paused",
+      dispatchers: 0,
+      buffered: 0,
+      inFlight: 0,
+      oldestBufferedAgeMs: undefined,
+      parkedBatches: 0,
+      lastError: undefined,
+      lastErrorAgeMs: undefined,
+      pause,
+    });
+  }
+  return entries;
+}
 
 export interface PartnersPage {
   /** Partners matching the filters, across all pages. */
@@ -506,9 +562,9 @@ export interface PartnersPage {
 
 /**
  * Adds each listed partner's pause (an operator's, a Retry-After, an open breaker) to the page. An
- * account asked for by name (`?account=`) that this process holds nothing for, but that is paused
- * (paused before its traffic came, or on another replica), is listed as idle with its pause, so
- * `octorelay partners show` can say so.
+ * account asked for by name (`?account=`) that this process holds nothing for, but that has a
+ * Retry-After or breaker pause (set on another replica), is listed as idle with its pause, so
+ * `octorelay partners show` can say so (an operator's pause is listed by withOperatorPauses).
  */
 export async function withPauses(
   page: PartnersPage,
@@ -518,20 +574,14 @@ export async function withPauses(
   const account = query.get("account") || undefined;
   const addUnknown = account !== undefined && page.total === 0 && page.offset === 0 && !query.get("state");
   const accounts = addUnknown ? [account] : page.partners.map((p) => p.account);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${PAUSE_LOOKUP_MS} ms`)), PAUSE_LOOKUP_MS);
-  });
   let pauses: (Pause | undefined)[];
   try {
-    pauses = await Promise.race([Promise.all(accounts.map((a) => pauseOf(a))), timeout]);
+    pauses = await within(Promise.all(accounts.map((a) => pauseOf(a))), PAUSE_LOOKUP_MS);
   } catch (err) {
     return {
       status: 200,
       json: { ...page, pauseError: `could not read the pauses: ${(err as Error).message}` },
     };
-  } finally {
-    clearTimeout(timer);
   }
   if (addUnknown) {
     const pause = pauses[0];
@@ -557,9 +607,22 @@ export async function withPauses(
   return { status: 200, json: { ...page, partners } };
 }
 
+/** `promise`, or a rejection naming the wait once `ms` passed. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** One page of the snapshot, filtered and sorted as asked; a bad parameter is a 400 naming it. */
-export function partnersPage(snapshots: PartnerSnapshot[], query: URLSearchParams): OpsReply {
-  const knownStates = [...new Set([...Object.keys(PARTNER_STATES), ...snapshots.map((p) => p.state)])];
+export function partnersPage(snapshots: PartnerEntry[], query: URLSearchParams): OpsReply {
+  const knownStates = [...new Set([...LISTED_STATES, ...snapshots.map((p) => p.state)])];
   const q = parsePartnerQuery(query, knownStates);
   if ("error" in q) return errorReply(400, q.error);
   const matching = snapshots.filter(

@@ -51,7 +51,18 @@ export interface PartnerLimits {
   resume(account: string): Promise<void>;
   /** The pause in force for `account` now, if any. May be served from a short local cache. */
   pauseOf(account: string): Promise<Pause | undefined>;
-  /** Whether limits can be granted now ("unavailable: <why>" when the shared store is down). */
+  /**
+   * Every account under an operator pause now, with that pause (a Retry-After or breaker pause is
+   * short and not listed), wherever the limits are shared: a pause made on another replica is
+   * listed too. May be served from a short local cache; rejects with a LimitsUnavailableError when
+   * the shared store cannot be read.
+   */
+  pausedAccounts(): Promise<{ account: string; pause: Pause }[]>;
+  /**
+   * Whether limits can be granted now. When the shared store is down, the reason says so for an
+   * operator (RedisPartnerLimits: "redis unreachable: <last error>", e.g. "redis unreachable: connect
+   * ECONNREFUSED 10.0.0.5:6379"); /readyz shows it as "partner limits: <reason>".
+   */
   health(): { ok: true } | { ok: false; reason: string };
   close(): Promise<void>;
 }

@@ -19,7 +19,17 @@ import type { Logger } from "pino";
 import { backoffMs } from "./backoff.ts";
 import { ConfigError, LimitsUnavailableError } from "./errors.ts";
 import type { LimitSpec, PartnerLimits, Pause, PauseReason, Permit } from "./partner-limits.ts";
-import { ACQUIRE, PAUSE, PAUSE_OF, RELEASE, RENEW, RESUME } from "./redis-scripts.ts";
+import {
+  ACQUIRE,
+  PAUSE,
+  PAUSE_OF,
+  PAUSED_ADD,
+  PAUSED_LIST,
+  PAUSED_REMOVE,
+  RELEASE,
+  RENEW,
+  RESUME,
+} from "./redis-scripts.ts";
 
 export type LimitsHealth = { ok: true } | { ok: false; reason: string };
 
@@ -30,7 +40,10 @@ export interface RedisPartnerLimitsDeps {
 }
 
 export interface RedisPartnerLimitsOptions {
-  /** Every key is `<keyPrefix>:{<account>}:<log|sum|run|pause>`. No braces: they would move the slot. */
+  /**
+   * Every key of an account is `<keyPrefix>:{<account>}:<log|sum|run|pause>`, and the index of
+   * operator pauses is `<keyPrefix>:paused`. No braces: they would move the slot.
+   */
   keyPrefix: string;
   /**
    * How long a permit holds its slot unless renewed, ms (default 30,000). Renewed every third of it
@@ -45,7 +58,7 @@ export interface RedisPartnerLimitsOptions {
   busyPollMs?: number;
   /** A Redis call not answered within this fails as unavailable, ms (default 2,000). */
   callTimeoutMs?: number;
-  /** How long pauseOf answers from its local cache, ms (default 500, at most 1,000). */
+  /** How long pauseOf and pausedAccounts answer from their local cache, ms (default 500, at most 1,000). */
   pauseCacheMs?: number;
   /** Releases that failed while Redis was down, kept to retry once it is back (default 10,000; past it, leases run out). */
   maxPendingReleases?: number;
@@ -91,6 +104,14 @@ interface ScriptCommands {
   octorelayLimitsPause(pause: string, reason: PauseReason, durationMs: number): Promise<number>;
   octorelayLimitsResume(pause: string): Promise<number>;
   octorelayLimitsPauseOf(pause: string): Promise<[number, string]>;
+  octorelayLimitsPausedAdd(
+    paused: string,
+    account: string,
+    durationMs: number,
+    slackMs: number,
+  ): Promise<number>;
+  octorelayLimitsPausedRemove(paused: string, account: string): Promise<number>;
+  octorelayLimitsPausedList(paused: string, max: number): Promise<string[]>;
 }
 
 const SCRIPTS: [keyof ScriptCommands, number, string][] = [
@@ -100,7 +121,19 @@ const SCRIPTS: [keyof ScriptCommands, number, string][] = [
   ["octorelayLimitsPause", 1, PAUSE],
   ["octorelayLimitsResume", 1, RESUME],
   ["octorelayLimitsPauseOf", 1, PAUSE_OF],
+  ["octorelayLimitsPausedAdd", 1, PAUSED_ADD],
+  ["octorelayLimitsPausedRemove", 1, PAUSED_REMOVE],
+  ["octorelayLimitsPausedList", 1, PAUSED_LIST],
 ];
+
+/** Operator pauses listed at most (soonest end first): people pause partners, not scripts by the thousand. */
+export const MAX_PAUSED_LISTED = 10_000;
+/**
+ * How much later than its pause an index entry ends: the index is written just before the pause
+ * (another slot, another call), so its own clock reading is a little earlier; the listing checks
+ * each entry against the pause itself, so the slack never shows a pause that is over.
+ */
+const PAUSED_INDEX_SLACK_MS = 1_000;
 
 /** A permit this process holds: what its renewals and its release need. */
 interface Held {
@@ -158,6 +191,21 @@ export function accountTag(account: string): string {
   );
 }
 
+/**
+ * An account as a member of the paused index: its JSON text, which carries any JS string (a lone
+ * surrogate included, as an escape) through UTF-8 and back exactly.
+ */
+const pausedMember = (account: string) => JSON.stringify(account);
+
+function accountOfMember(member: string): string | undefined {
+  try {
+    const account: unknown = JSON.parse(member);
+    return typeof account === "string" ? account : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class RedisPartnerLimits implements PartnerLimits {
   readonly #redis: Redis | Cluster;
   readonly #scripts: ScriptCommands;
@@ -192,6 +240,7 @@ export class RedisPartnerLimits implements PartnerLimits {
   readonly #healthListeners = new Set<(health: LimitsHealth) => void>();
   #pauseCache = new Map<string, Pause | undefined>();
   #pauseCacheBornMs = 0;
+  #pausedCache: { bornMs: number; list: Promise<{ account: string; pause: Pause }[]> } | undefined;
   /** Pauses set through this process, honoured while Redis is down (unlimited partners still flow). */
   readonly #localPauses = new Map<string, { untilMs: Map<PauseReason, number>; timer: NodeJS.Timeout }>();
 
@@ -276,6 +325,19 @@ export class RedisPartnerLimits implements PartnerLimits {
     this.#pauseCache.delete(account);
     if (!this.#up) throw this.#unavailable(account, "the pause holds in this process only");
     try {
+      if (pause.reason === "operator") {
+        // Indexed first: a pause in force is always listed; an entry left by a failed pause is not,
+        // as the listing checks the pause itself.
+        this.#pausedCache = undefined;
+        await this.#bounded(
+          this.#scripts.octorelayLimitsPausedAdd(
+            this.#pausedKey(),
+            pausedMember(account),
+            durationMs,
+            PAUSED_INDEX_SLACK_MS,
+          ),
+        );
+      }
       await this.#bounded(
         this.#scripts.octorelayLimitsPause(this.#key(account, "pause"), pause.reason, durationMs),
       );
@@ -290,12 +352,19 @@ export class RedisPartnerLimits implements PartnerLimits {
     if (local?.untilMs.size === 0) this.#dropLocalPause(account);
     this.#pauseCache.delete(account);
     if (!this.#up) throw this.#unavailable(account, "resumed in this process only");
+    this.#pausedCache = undefined;
     try {
       await this.#bounded(this.#scripts.octorelayLimitsResume(this.#key(account, "pause")));
     } catch (err) {
       throw this.#unavailable(account, "resumed in this process only", err);
     }
     this.#queues.get(account)?.wake?.();
+    // Resumed everywhere already; an entry this leaves behind is not listed (the listing checks the pause).
+    await this.#bounded(
+      this.#scripts.octorelayLimitsPausedRemove(this.#pausedKey(), pausedMember(account)),
+    ).catch((err: unknown) =>
+      this.#log.debug({ account, err }, "could not drop the resumed account from the paused index"),
+    );
   }
 
   async pauseOf(account: string): Promise<Pause | undefined> {
@@ -315,6 +384,63 @@ export class RedisPartnerLimits implements PartnerLimits {
       return pause;
     } catch {
       return this.#localPauseOf(account);
+    }
+  }
+
+  /**
+   * The operator pauses in force across every replica: the `<prefix>:paused` index (one call), each
+   * entry checked against the account's pause (one call per listed account, so a resume whose index
+   * update failed does not list it). At most MAX_PAUSED_LISTED, soonest end first.
+   */
+  pausedAccounts(): Promise<{ account: string; pause: Pause }[]> {
+    const nowMs = Date.now();
+    const cached = this.#pausedCache;
+    if (cached && nowMs - cached.bornMs <= this.#pauseCacheMs && nowMs >= cached.bornMs) {
+      return cached.list.then((list) => list.slice());
+    }
+    const entry = { bornMs: nowMs, list: this.#listPaused() };
+    this.#pausedCache = entry;
+    entry.list.catch(() => {
+      if (this.#pausedCache === entry) this.#pausedCache = undefined;
+    });
+    return entry.list.then((list) => list.slice());
+  }
+
+  async #listPaused(): Promise<{ account: string; pause: Pause }[]> {
+    const failed = (why: string, cause?: unknown) =>
+      new LimitsUnavailableError(
+        `could not list the partners paused by an operator (${why}); each partner's own pause still holds`,
+        cause === undefined ? undefined : { cause },
+      );
+    if (this.#closed) throw failed("partner limits are closed");
+    if (!this.#up) throw failed((this.health() as { reason: string }).reason);
+    try {
+      const [nowText, ...flat] = await this.#bounded(
+        this.#scripts.octorelayLimitsPausedList(this.#pausedKey(), MAX_PAUSED_LISTED),
+      );
+      const serverNowMs = Number(nowText);
+      const accounts: string[] = [];
+      for (let i = 0; i < flat.length; i += 2) {
+        const account = accountOfMember(flat[i] as string);
+        if (account !== undefined) accounts.push(account);
+      }
+      const untils = await this.#bounded(
+        Promise.all(accounts.map((account) => this.#redis.hget(this.#key(account, "pause"), "operator"))),
+      );
+      const localNowMs = Date.now();
+      const paused: { account: string; pause: Pause }[] = [];
+      accounts.forEach((account, i) => {
+        const untilMs = Number(untils[i] ?? 0);
+        if (untilMs > serverNowMs) {
+          paused.push({
+            account,
+            pause: { reason: "operator", untilMs: localNowMs + untilMs - serverNowMs },
+          });
+        }
+      });
+      return paused;
+    } catch (err) {
+      throw failed(err instanceof Error ? err.message : String(err), err);
     }
   }
 
@@ -646,6 +772,10 @@ export class RedisPartnerLimits implements PartnerLimits {
 
   #key(account: string, part: "log" | "sum" | "run" | "pause"): string {
     return `${this.#prefix}:{${accountTag(account)}}:${part}`;
+  }
+
+  #pausedKey(): string {
+    return `${this.#prefix}:paused`;
   }
 
   #pauseLocally(account: string, pause: Pause): void {

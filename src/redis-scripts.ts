@@ -11,6 +11,14 @@
  *                costs O(log n), not O(n)); counted again from the log if it goes missing.
  *   run    ZSET  member `<permitId>`, score = lease expiry: the requests in flight, cluster-wide.
  *   pause  HASH  field = pause reason, value = until (ms, server clock); expires with the latest.
+ *
+ * One key for every account (`<prefix>:paused`, in a Cluster slot of its own, so it is written by a
+ * call of its own beside the account's `pause`):
+ *   paused ZSET  member = the account as JSON text, score = until of its operator pause (ms,
+ *                server clock) plus a slack: the index that lists operator pauses. Never what
+ *                holds a partner (`pause` is), so the listing checks each entry against the
+ *                account's `pause` before showing it; entries past their time are trimmed on
+ *                every write and read.
  */
 
 /** Shared head of every script: the server's now in ms, and the helpers. */
@@ -211,4 +219,41 @@ return 0
 export const PAUSE_OF = `${PRELUDE}
 local ms, reason = pauseLeft(KEYS[1])
 return {ms, reason}
+`;
+
+/**
+ * KEYS paused. ARGV account, durationMs, slackMs. Indexes an operator pause (keeping the later of
+ * two), trims what is over, and lets the key expire with its last entry.
+ */
+export const PAUSED_ADD = `${PRELUDE}
+local key, account = KEYS[1], ARGV[1]
+local untilMs = now + tonumber(ARGV[2]) + tonumber(ARGV[3])
+local current = tonumber(redis.call('ZSCORE', key, account) or '0')
+if untilMs > current then redis.call('ZADD', key, untilMs, account) end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+expireAfterLast(key, 1)
+return 1
+`;
+
+/** KEYS paused. ARGV account. Drops the account's entry; the key then expires with the last one left. */
+export const PAUSED_REMOVE = `${PRELUDE}
+local key = KEYS[1]
+local removed = redis.call('ZREM', key, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+expireAfterLast(key, 1)
+return removed
+`;
+
+/**
+ * KEYS paused. ARGV max. Trims what is over, then returns {now, account, until, account, until, …}
+ * (as strings, soonest end first, at most max accounts).
+ */
+export const PAUSED_LIST = `${PRELUDE}
+local key, max = KEYS[1], tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+expireAfterLast(key, 1)
+local out = {tostring(now)}
+local entries = redis.call('ZRANGE', key, 0, max - 1, 'WITHSCORES')
+for i = 1, #entries do out[#out + 1] = entries[i] end
+return out
 `;

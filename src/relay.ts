@@ -8,7 +8,7 @@ import type { HandlerTask } from "./handler-worker.ts";
 import { type Decision, decide, type MessageOutcome, type QueuePolicy } from "./message-policy.ts";
 import type { PartnerDirectory } from "./partners.ts";
 import { Poller } from "./poller.ts";
-import { resolveQueue } from "./queue-resolution.ts";
+import { type ResolvedQueue, resolveQueue } from "./queue-resolution.ts";
 import { type DeliveryOutcomes, Router } from "./router.ts";
 import { newRelayStats, type RelayStats } from "./stats.ts";
 
@@ -30,6 +30,8 @@ interface Running {
   deadLetter: DeadLetter;
   /** The queue's fixed inputs to `decide`. */
   policy: QueuePolicy;
+  /** What start() resolved from SQS: the URLs the relay receives from and dead-letters to. */
+  queue: ResolvedQueue;
 }
 
 /**
@@ -68,6 +70,19 @@ export class Relay {
         onHandled: (seconds, outcome) => this.stats.observer.handlerDone(seconds, outcome),
       },
     );
+  }
+
+  /** The queue's URL as start() resolved it; undefined before start(). */
+  get queueUrl(): string | undefined {
+    return this.#running?.queue.queueUrl;
+  }
+
+  /**
+   * Its dead-letter queue's URL as start() resolved it (`deadLetterQueue`, else the redrive policy's
+   * target; "" when there is neither); undefined before start().
+   */
+  get deadLetterQueueUrl(): string | undefined {
+    return this.#running?.queue.deadLetterQueueUrl;
   }
 
   get unacked(): number {
@@ -189,7 +204,7 @@ export class Relay {
         visibilityTimeoutSec: o.visibilityTimeoutSec,
       },
     );
-    const running: Running = { acker, poller, router, deadLetter, policy };
+    const running: Running = { acker, poller, router, deadLetter, policy, queue };
     this.#running = running;
     pool.on("free", () => poller.wake());
     acker.on("free", () => poller.wake());

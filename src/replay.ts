@@ -92,6 +92,10 @@ export async function replayParked(
           continue;
         }
         await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+        // Delivered and gone from S3: the partner no longer counts it, so it stops saying "parked"
+        // once all it parked is replayed (a batch parked before a restart was never counted here).
+        const partner = partners.partner(account);
+        if (partner.parkedBatches > 0) partner.parkedBatches--;
         result.batches++;
         result.records += lines.length;
         log.info({ key, account, records: lines.length }, "parked batch replayed");

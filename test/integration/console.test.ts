@@ -14,6 +14,7 @@ import {
   StartMessageMoveTaskCommand,
   type StartMessageMoveTaskCommandInput,
 } from "@aws-sdk/client-sqs";
+import type { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -21,7 +22,8 @@ import type { Config } from "../../src/config.ts";
 import { serviceConsole } from "../../src/console/wiring.ts";
 import { DeadLetters, resolveDeadLetterRoutes } from "../../src/dead-letters.ts";
 import { Metrics } from "../../src/metrics.ts";
-import { type OpsServer, startOpsServer } from "../../src/ops-server.ts";
+import { type OpsServer, type PartnersPage, startOpsServer } from "../../src/ops-server.ts";
+import { createRedisClient, RedisPartnerLimits } from "../../src/redis-limits.ts";
 import { Service } from "../../src/service.ts";
 import { launchBrowser, screenshotPath } from "../helpers/browser.ts";
 import {
@@ -37,6 +39,7 @@ import {
   waitFor,
 } from "../helpers/emulator.ts";
 import { type PartnerServer, startPartnerServer } from "../helpers/partner-server.ts";
+import { type RedisServer, startRedis } from "../helpers/redis.ts";
 import { type ServiceOverrides, testConfig } from "../helpers/service.ts";
 
 const TOKEN = "console-test-token-7f3a9c2e51";
@@ -337,6 +340,8 @@ describe("the operator console", () => {
       { account: "globex", poisonOnce: marker, tag: "poison-1" },
     ]);
     await waitFor("the poison message dead-lettered", () => service.relays[0]?.stats.deadLettered === 1);
+    // The console's Dead letters reads the URLs the relay resolved at start, not SQS again.
+    expect(service.relays[0]).toMatchObject({ queueUrl: queue.url, deadLetterQueueUrl: queue.dlqUrl });
     await page.goto(`${ops.url}/console/dead-letters`);
     await page.click(`text=Peek`);
     await page.waitForSelector("tr[data-message-id]");
@@ -390,18 +395,27 @@ describe("the operator console", () => {
     await waitFor("initech receives the replayed records", () => initech.records().length === 3);
     expect(new Set(initech.records().map((r) => r.id))).toEqual(new Set(ids));
     await waitFor(
-      "the partner page to say the replay is done, with nothing parked",
+      "the partner page to say the replay is done, with nothing parked, and the partner no longer parked",
       async () => {
         await page.reload();
         return (
           (await page.locator("#replay-status", { hasText: "Replay done" }).count()) === 1 &&
-          (await page.locator("#parked-none").count()) === 1
+          (await page.locator("#parked-none").count()) === 1 &&
+          (await page.textContent("#partner-state")) !== "parked"
         );
       },
       20_000,
       250,
     );
     expect(await page.textContent("#replay-status")).toContain("3 records delivered");
+    // Its dispatcher is still alive (emptyFlushLimit), so it is back to active, everywhere it is shown.
+    expect(await page.textContent("#partner-state")).toBe("active");
+    expect(service.partnerSnapshots().find((p) => p.account === "initech")).toMatchObject({
+      state: "active",
+      parkedBatches: 0,
+    });
+    const parked = (await (await fetch(`${ops.url}/partners?state=parked`)).json()) as PartnersPage;
+    expect(parked.partners.map((p) => p.account)).not.toContain("initech");
   });
 
   it("refuses an action without the token, without CSRF, or from another site", async () => {
@@ -615,6 +629,82 @@ describe("the operator console", () => {
 
   it("ran every page above under its Content-Security-Policy without a script error or violation", () => {
     expect(browserErrors).toEqual([]);
+  });
+});
+
+/**
+ * Two replicas sharing their limits through a real redis-server: one serves the console, the other
+ * (its own RedisPartnerLimits and connection) pauses a partner, as `octorelay partners pause`
+ * answered by another pod would. The console and /partners list it under paused, then not.
+ */
+describe("paused partners across replicas", () => {
+  let redisServer: RedisServer;
+  const clients: { limits: RedisPartnerLimits; redis: Redis | Cluster }[] = [];
+  let here: OpsServer;
+  let other: RedisPartnerLimits;
+
+  const replicaLimits = async () => {
+    const redis = createRedisClient(redisServer.url);
+    if (redis.status !== "ready") await new Promise((resolve) => redis.once("ready", resolve));
+    const limits = new RedisPartnerLimits(
+      { redis, log: pino({ level: "silent" }) },
+      { keyPrefix: "console-test" },
+    );
+    clients.push({ limits, redis });
+    return limits;
+  };
+
+  beforeAll(async () => {
+    redisServer = await startRedis();
+    const log = pino({ level: "silent" });
+    const limits = await replicaLimits();
+    other = await replicaLimits();
+    // Not started: the console and /partners read the partners and their limits, no traffic needed.
+    const replica = new Service({ sqs: emu.sqs, s3: emu.s3, log, env, limits }, config);
+    here = await startOpsServer(
+      {
+        service: replica,
+        metrics: new Metrics(replica, config.ops),
+        log,
+        console: serviceConsole({ service: replica, sqs: emu.sqs, s3: emu.s3, log, env }, config),
+      },
+      { host: "127.0.0.1", port: 0 },
+    );
+  });
+
+  afterAll(async () => {
+    await here?.close();
+    for (const { limits, redis } of clients) {
+      await limits.close();
+      redis.disconnect();
+    }
+    await redisServer?.stop();
+  });
+
+  const consoleLists = async (account: string) => {
+    const html = await (await fetch(`${here.url}/console/partners?state=paused`)).text();
+    return html.includes(`data-account="${account}"`);
+  };
+  const partnersLists = async (account: string) => {
+    const listed = (await (await fetch(`${here.url}/partners?state=paused`)).json()) as PartnersPage;
+    expect(listed.pauseError).toBeUndefined();
+    return listed.partners.find((p) => p.account === account);
+  };
+
+  it("lists a partner paused on another replica under paused, on the console and on /partners, until resumed", async () => {
+    const untilMs = Date.now() + 3_600_000;
+    await other.pause("hooli", { reason: "operator", untilMs });
+    await waitFor("the console lists hooli as paused", () => consoleLists("hooli"));
+    const entry = await waitFor("/partners lists hooli as paused", () => partnersLists("hooli"));
+    expect(entry).toMatchObject({ account: "hooli", state: "paused", pause: { reason: "operator" } });
+    expect(Math.abs((entry.pause?.untilMs ?? 0) - untilMs)).toBeLessThan(1_000);
+
+    await other.resume("hooli");
+    await waitFor("the console no longer lists hooli", async () => !(await consoleLists("hooli")));
+    await waitFor(
+      "/partners no longer lists hooli",
+      async () => (await partnersLists("hooli")) === undefined,
+    );
   });
 });
 

@@ -8,8 +8,9 @@ import { pino } from "pino";
 import { Gauge } from "prom-client";
 import { afterAll, describe, expect } from "vitest";
 import { Metrics } from "../../src/metrics.ts";
+import type { PartnerEntry } from "../../src/ops-server.ts";
 import { type OpsLimits, type OpsServer, type PartnersPage, startOpsServer } from "../../src/ops-server.ts";
-import type { PartnerSnapshot, Service } from "../../src/service.ts";
+import type { Service } from "../../src/service.ts";
 import { createBucket, createQueue, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { it } from "../helpers/fixtures.ts";
 import { sampleHandler, startService } from "../helpers/service.ts";
@@ -283,9 +284,7 @@ describe("/partners: paged, filtered, sorted", () => {
     return ((await res.json()) as { error: string }).error;
   };
   /** Follows `next` from `first` to the last page; returns every partner listed, in order. */
-  const everyPage = async (
-    first: string,
-  ): Promise<{ pages: PartnersPage[]; partners: PartnerSnapshot[] }> => {
+  const everyPage = async (first: string): Promise<{ pages: PartnersPage[]; partners: PartnerEntry[] }> => {
     const pages = [await page(first)];
     for (let last = pages[0]; last?.next; ) {
       const res = await fetch(`${ops?.url}${last.next}`);
@@ -294,7 +293,7 @@ describe("/partners: paged, filtered, sorted", () => {
     }
     return { pages, partners: pages.flatMap((p) => p.partners) };
   };
-  const held = (p: PartnerSnapshot) => p.buffered + p.inFlight;
+  const held = (p: PartnerEntry) => p.buffered + p.inFlight;
 
   it("200 S3 partners holding records plus failing HTTP ones: every page, filter and order", async ({
     emulator: emu,
@@ -382,7 +381,7 @@ describe("/partners: paged, filtered, sorted", () => {
       if (before)
         expect(held(before) > held(p) || (held(before) === held(p) && before.account < p.account)).toBe(true);
     }
-    expect(held(byHeld.partners[0] as PartnerSnapshot)).toBe(5);
+    expect(held(byHeld.partners[0] as PartnerEntry)).toBe(5);
 
     // Small pages by account: the concatenation is the sorted list, no repeat, no gap.
     const byAccount = await everyPage("?sort=account&limit=7");
@@ -426,7 +425,7 @@ describe("/partners: paged, filtered, sorted", () => {
 
     // Bad parameters: 400 naming the parameter and what is valid.
     expect(await error("?state=x")).toBe(
-      'state: must be one of active, idle, breaker-open, parked (several: comma-separated); got "x"',
+      'state: must be one of active, idle, breaker-open, parked, paused (several: comma-separated); got "x"',
     );
     expect(await error("?state=%E0%A4%A")).toMatch(
       /^state: must be one of active, idle, breaker-open, parked/,

@@ -266,6 +266,73 @@ describe("RedisPartnerLimits across replicas", () => {
     expect(Date.now()).toBeLessThan(operatorUntilMs);
   });
 
+  it("lists an account paused by an operator on one replica on every other, until resumed or over", async () => {
+    const prefix = newPrefix();
+    const [a, b] = await Promise.all(["r1", "r2"].map((n) => replica(n, prefix)));
+    if (!a || !b) throw new Error("two replicas");
+    const listedBy = async (r: Replica) =>
+      new Map((await r.limits.pausedAccounts()).map((p) => [p.account, p.pause]));
+    // Names that UTF-8 or a naive key would mangle are listed as they were paused.
+    const accounts = ["acme", "a:{b}:c", "\uD800", "😀"];
+    const untilMs = Date.now() + 60_000;
+    for (const account of accounts) await a.limits.pause(account, { untilMs, reason: "operator" });
+    // A Retry-After pause is not an operator's: not listed.
+    await a.limits.pause("globex", { untilMs, reason: "retry-after" });
+
+    const seen = await listedBy(b);
+    expect([...seen.keys()].sort()).toEqual([...accounts].sort());
+    for (const pause of seen.values()) {
+      expect(pause.reason).toBe("operator");
+      expect(Math.abs(pause.untilMs - untilMs)).toBeLessThan(1_000);
+    }
+
+    await a.limits.resume("acme");
+    await waitFor("acme no longer listed by the other replica", async () => !(await listedBy(b)).has("acme"));
+    expect((await listedBy(a)).has("acme")).toBe(false);
+    expect([...(await listedBy(b)).keys()].sort()).toEqual(["a:{b}:c", "\uD800", "😀"].sort());
+
+    const shortUntilMs = Date.now() + 1_500;
+    await b.limits.pause("initech", { untilMs: shortUntilMs, reason: "operator" });
+    // The other replica may answer from its cache for up to pauseCacheMs (500 ms).
+    await waitFor(
+      "initech listed by the other replica",
+      async () => (await listedBy(a)).get("initech")?.reason === "operator",
+    );
+    await waitFor(
+      "initech no longer listed once its pause is over",
+      async () => !(await listedBy(a)).has("initech"),
+    );
+    expect(Date.now()).toBeGreaterThanOrEqual(shortUntilMs);
+
+    for (const account of accounts) await b.limits.resume(account);
+    await waitFor("nothing listed", async () => (await listedBy(a)).size === 0);
+    // The index is trimmed and its key goes once nothing in it matters.
+    await waitFor(
+      "the paused index gone from Redis",
+      async () => (await server.command("EXISTS", `${prefix}:paused`)) === ":0",
+      10_000,
+    );
+
+    // A pause lifted without its index entry (a resume whose second call failed) is not listed.
+    await a.limits.pause("hooli", { untilMs, reason: "operator" });
+    expect((await listedBy(b)).has("hooli")).toBe(true);
+    await server.command("HDEL", `${prefix}:{hooli}:pause`, "operator");
+    await waitFor("a lifted pause no longer listed", async () => !(await listedBy(b)).has("hooli"));
+  });
+
+  it("refuses to list the paused partners while Redis is down, naming why", async () => {
+    const prefix = newPrefix();
+    const r = await replica("r1", prefix);
+    await r.limits.pause("acme", { untilMs: Date.now() + 60_000, reason: "operator" });
+    r.redis.disconnect();
+    await waitFor("the store unreachable", () => !r.limits.health().ok);
+    const refused = await r.limits.pausedAccounts().catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(LimitsUnavailableError);
+    expect((refused as Error).message).toMatch(
+      /^could not list the partners paused by an operator \(redis unreachable: .*\); each partner's own pause still holds$/,
+    );
+  });
+
   it("frees the slot of a replica killed while holding it once its lease runs out", async () => {
     const prefix = newPrefix();
     const leaseMs = 600;
@@ -532,7 +599,9 @@ describe("RedisPartnerLimits on Redis Cluster", () => {
       (await r.limits.acquire(account, spec, 3, AbortSignal.timeout(5_000))).release();
       await r.limits.pause(account, { untilMs: Date.now() + 60_000, reason: "operator" });
       expect(await r.limits.pauseOf(account)).toMatchObject({ reason: "operator" });
+      expect((await r.limits.pausedAccounts()).map((p) => p.account)).toContain(account);
       await r.limits.resume(account);
+      expect((await r.limits.pausedAccounts()).map((p) => p.account)).not.toContain(account);
       const slots = new Set(
         await Promise.all(
           ["log", "sum", "run", "pause"].map((part) =>

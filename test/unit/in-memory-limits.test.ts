@@ -196,6 +196,30 @@ describe("InMemoryPartnerLimits: pauses", () => {
     expect((waiting.error as Error).name).toBe("AbortError");
   });
 
+  it("lists the accounts under an operator pause with that pause, until resumed or over", async () => {
+    await limits.pause("acme", { reason: "operator", untilMs: START_MS + 60_000 });
+    await limits.pause("acme", { reason: "retry-after", untilMs: START_MS + 90_000 });
+    await limits.pause("globex", { reason: "operator", untilMs: START_MS + 5_000 });
+    // Retry-After and breaker pauses are short and not an operator's: not listed.
+    await limits.pause("initech", { reason: "retry-after", untilMs: START_MS + 60_000 });
+    await limits.pause("umbrella", { reason: "breaker", untilMs: START_MS + 60_000 });
+    const listed = async () =>
+      (await limits.pausedAccounts()).sort((a, b) => (a.account < b.account ? -1 : 1));
+    expect(await listed()).toEqual([
+      { account: "acme", pause: { reason: "operator", untilMs: START_MS + 60_000 } },
+      { account: "globex", pause: { reason: "operator", untilMs: START_MS + 5_000 } },
+    ]);
+
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await listed()).toEqual([
+      { account: "acme", pause: { reason: "operator", untilMs: START_MS + 60_000 } },
+    ]);
+    await limits.resume("acme");
+    expect(await listed()).toEqual([]);
+    // Its Retry-After pause still holds it; only the operator's was lifted.
+    expect(await limits.pauseOf("acme")).toEqual({ reason: "retry-after", untilMs: START_MS + 90_000 });
+  });
+
   it("waits out a pause longer than setTimeout's largest delay instead of waking in 1 ms", async () => {
     await limits.pause("acme", { reason: "operator", untilMs: START_MS + 99_999_999_000 });
     const timers = vi.spyOn(globalThis, "setTimeout");

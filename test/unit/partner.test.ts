@@ -514,6 +514,7 @@ describe("Partner: limits layer", () => {
       pause: (...args) => inner.pause(...args),
       resume: (...args) => inner.resume(...args),
       pauseOf: (...args) => inner.pauseOf(...args),
+      pausedAccounts: () => inner.pausedAccounts(),
       health: () => (down ? { ok: false, reason: "unavailable: redis down" } : { ok: true }),
       close: () => inner.close(),
     };
@@ -692,6 +693,7 @@ describe("PartnerDirectory", () => {
       pause: (...args) => inner.pause(...args),
       resume: (...args) => inner.resume(...args),
       pauseOf: (...args) => inner.pauseOf(...args),
+      pausedAccounts: () => inner.pausedAccounts(),
       health: () => inner.health(),
       close: () => inner.close(),
     };
