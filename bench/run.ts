@@ -6,7 +6,12 @@
  *   npm run bench -- --sweep all --soak             and the sweeps (accounts, flush, sizes) and the
  *                                                   million-message soak
  *   npm run bench -- --only soak                    just the named sections (main, latency, idle,
- *                                                   accounts, flush, sizes, soak)
+ *                                                   accounts, flush, sizes, soak, cluster)
+ *   npm run bench -- --cluster                      and cluster mode: octorelay with its partner limits in
+ *                                                   memory vs in Redis (msgs/s, CPU µs/msg, Redis commands
+ *                                                   per flush, acquisition p99), and three replicas on one
+ *                                                   limited HTTP partner (most in a window, fraction of the
+ *                                                   limit), in memory (before) and through Redis
  *   npm run bench -- --cpu-prof                     one octorelay run under --cpu-prof, top self time
  *                                                   (--contenders peer: profile that one instead)
  *   npm run bench:smoke                             a few thousand messages, 1 round; exits 1 on a loss
@@ -17,18 +22,23 @@
  * --latency-sec (15) --latency-rate (half the contender's median) --idle-dispatchers (10,000).
  * Contenders: --contenders (ceiling,octorelay,peer) --ceiling-loops (32) --peer-consumers (8)
  * --peer-delete batch|message. octorelay: --threads (2) --prefetch (40) --flush-interval-ms (1,000)
- * --max-unacked (5,000).
+ * --max-unacked (5,000). Cluster: --cluster-rate (20 requests/s for the replicas' partner)
+ * --cluster-seconds (15: the replica runs last about this long through Redis) --cluster-max-records (10).
+ * The cluster section needs redis-server (REDIS_SERVER, default /usr/bin/redis-server); --smoke skips it.
  * Other: --no-verify (skip reading buckets back) --verbose (children's output, octorelay logs at info).
  *
- * Writes bench/results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}).
+ * Writes bench/results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}); --out PATH writes
+ * PATH.{md,json} instead (relative to the repository), e.g. for a partial run: --only cluster --out /tmp/cluster.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { startPartnerServer } from "../test/helpers/partner-server.ts";
+import { type RedisServer, startRedis } from "../test/helpers/redis.ts";
 import { topSelfTime } from "./lib/cpu-profile.ts";
 import { ContenderProcess, EmulatorProcess } from "./lib/processes.ts";
 import type {
@@ -40,6 +50,9 @@ import type {
 } from "./lib/protocol.ts";
 import {
   type BenchReport,
+  type ClusterReplicas,
+  type ClusterReport,
+  type ClusterThroughput,
   evaluateTargets,
   type IdleDispatchers,
   type RunRecord,
@@ -63,6 +76,10 @@ const FLUSH_SWEEP = [
   { flushIntervalMs: 5_000, maxUnacked: 36_000 },
   { flushIntervalMs: 10_000, maxUnacked: 66_000 },
 ];
+/** Every partner's rate limit in the cluster throughput runs: high enough never to hold a flush back. */
+const UNREACHED_RATE_LIMIT = 1_000_000;
+/** And their concurrency: an acquisition then measures the store, not a wait for a slot. */
+const UNREACHED_CONCURRENCY = 1_000;
 /** Bytes of bodies one sized run may hold in the emulator (the 200 KB run gets fewer messages). */
 const SIZED_RUN_BYTES = 400 * 1024 * 1024;
 
@@ -90,10 +107,15 @@ const { values: args } = parseArgs({
     prefetch: { type: "string", default: "40" },
     "flush-interval-ms": { type: "string", default: "1000" },
     "max-unacked": { type: "string", default: "5000" },
+    cluster: { type: "boolean", default: false },
+    "cluster-rate": { type: "string", default: "20" },
+    "cluster-seconds": { type: "string", default: "15" },
+    "cluster-max-records": { type: "string", default: "10" },
     "cpu-prof": { type: "boolean", default: false },
     "no-verify": { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     render: { type: "string" },
+    out: { type: "string" },
   },
 });
 
@@ -111,7 +133,7 @@ for (const sweep of sweeps) {
   if (!["accounts", "flush", "sizes", "all"].includes(sweep))
     throw new Error(`--sweep: accounts, flush, sizes or all; got ${sweep}`);
 }
-const SECTIONS = ["main", "latency", "idle", "accounts", "flush", "sizes", "soak"] as const;
+const SECTIONS = ["main", "latency", "idle", "accounts", "flush", "sizes", "soak", "cluster"] as const;
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>(
   args.only
@@ -126,6 +148,7 @@ const sections = new Set<Section>(
         ...(sweeps.includes("all") ? (["accounts", "flush", "sizes"] as const) : []),
         ...(sweeps.filter((s) => s === "accounts" || s === "flush" || s === "sizes") as Section[]),
         ...(args.soak ? (["soak"] as const) : []),
+        ...((args.cluster || sweeps.includes("all")) && !smoke ? (["cluster"] as const) : []),
       ],
 );
 if (args["peer-delete"] !== "batch" && args["peer-delete"] !== "message") {
@@ -443,6 +466,13 @@ async function benchmark(): Promise<void> {
     }
   }
   const soak = sections.has("soak") ? await soakRun(int(args["soak-messages"], 1_000_000)) : undefined;
+  const cluster = sections.has("cluster")
+    ? await clusterRuns().catch((err: unknown) => {
+        failures++;
+        log(`cluster FAILED: ${(err as Error).stack ?? err}`);
+        return undefined;
+      })
+    : undefined;
 
   const finishedAt = new Date();
   const benchReport: BenchReport = {
@@ -478,24 +508,30 @@ async function benchmark(): Promise<void> {
     flush,
     sizes,
     soak,
+    cluster,
     targets: [],
   };
   writeReport(benchReport);
   if (failures > 0) log(`${failures} run(s) failed`);
 }
 
-/** results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}), and the markdown on stdout. */
+/**
+ * results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}), or <--out>.{md,json} (a
+ * partial run, `--only cluster` say, need not replace the full report), and the markdown on stdout.
+ */
 function writeReport(report: BenchReport): void {
   report.targets = evaluateTargets(report);
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const name = report.smoke ? "smoke" : "latest";
+  const base = args.out ? resolve(REPO_DIR, args.out) : join(RESULTS_DIR, report.smoke ? "smoke" : "latest");
+  mkdirSync(dirname(base), { recursive: true });
   const markdown = renderMarkdown(report);
-  writeFileSync(join(RESULTS_DIR, `${name}.md`), markdown);
-  writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
-  const chart = !report.smoke && report.main.runs.length > 0;
+  writeFileSync(`${base}.md`, markdown);
+  writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
+  const chart = !args.out && !report.smoke && report.main.runs.length > 0;
   if (chart) writeFileSync(join(RESULTS_DIR, "throughput.svg"), throughputSvg(report));
   process.stdout.write(markdown);
-  log(`wrote bench/results/${name}.md and ${name}.json${chart ? " and throughput.svg" : ""}`);
+  const shown = relative(REPO_DIR, base).startsWith("..") ? base : relative(REPO_DIR, base);
+  log(`wrote ${shown}.md and ${shown}.json${chart ? " and throughput.svg" : ""}`);
 }
 
 function contenderKinds(): ContenderKind[] {
@@ -625,6 +661,194 @@ async function soakRun(count: number): Promise<SoakSummary> {
     rssFlat: rss.last <= rss.first * 1.1 + 20 * 1024 * 1024,
     eventLoopFlat: eld.last <= eld.first * 1.5 + 5,
   };
+}
+
+// ── cluster mode ────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * The partner limits in memory vs in Redis, one process at the main traffic (rounds alternate), and
+ * three replicas on one queue whose every message is for one limited HTTP partner: before (each
+ * replica its own copy of the limit) and in cluster mode.
+ */
+async function clusterRuns(): Promise<ClusterReport> {
+  const redis = await startRedis();
+  try {
+    const info = await redis.command("INFO", "server");
+    const redisVersion = /redis_version:(\S+)/.exec(info)?.[1] ?? "unknown";
+    log(`cluster: redis-server ${redisVersion} on 127.0.0.1:${redis.port}`);
+    const throughput: ClusterThroughput[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      for (const store of ["memory", "redis"] as const) {
+        const before = await redisCpuSec(redis);
+        const record = await run({
+          kind: "octorelay",
+          label: `cluster ${store} limits`,
+          traffic: mainTraffic,
+          count: messages,
+          feed: { prefill: true },
+          settings: {
+            ...octorelay,
+            limits: {
+              store,
+              redisUrl: redis.url,
+              keyPrefix: `bench-${randomBytes(3).toString("hex")}`,
+              rateLimit: { requests: UNREACHED_RATE_LIMIT, intervalMs: 1000 },
+              maxConcurrentFlushes: UNREACHED_CONCURRENCY,
+            },
+          },
+          verify,
+          round,
+        });
+        const figures = record.result.octorelay;
+        const x: ClusterThroughput = {
+          store,
+          record,
+          redisCommands: figures?.redisCommands?.total,
+          redisScriptCalls: figures?.redisCommands?.scripts,
+          redisCpuSec: store === "redis" ? (await redisCpuSec(redis)) - before : undefined,
+        };
+        throughput.push(x);
+        const a = figures?.limitsAcquire;
+        log(
+          `  ${store} limits: ${figures?.objects ?? 0} flushes, acquisition p50/p99 ${a?.p50Ms.toFixed(2)}/${a?.p99Ms.toFixed(2)} ms` +
+            (x.redisCommands === undefined
+              ? ""
+              : `, ${(x.redisCommands / (figures?.objects ?? Number.NaN)).toFixed(2)} redis commands per flush`),
+        );
+      }
+    }
+    const replicas: ClusterReplicas[] = [];
+    for (const store of ["memory", "redis"] as const) replicas.push(await replicaRun(store, redis));
+    return {
+      redisVersion,
+      rateLimitRequests: UNREACHED_RATE_LIMIT,
+      maxConcurrentFlushes: UNREACHED_CONCURRENCY,
+      throughput,
+      replicas,
+    };
+  } finally {
+    await redis.stop();
+  }
+}
+
+async function redisCpuSec(redis: RedisServer): Promise<number> {
+  const cpu = await redis.command("INFO", "cpu");
+  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? Number.NaN);
+  return field("used_cpu_sys") + field("used_cpu_user");
+}
+
+/** Three replicas ("serve" mode: the orchestrator decides when the queue is drained) on one limited partner. */
+async function replicaRun(store: "memory" | "redis", redis: RedisServer): Promise<ClusterReplicas> {
+  const replicaCount = 3;
+  const limit = { requests: int(args["cluster-rate"], 20), intervalMs: 1000 };
+  const maxRecords = int(args["cluster-max-records"], 10);
+  const count = limit.requests * maxRecords * int(args["cluster-seconds"], 15);
+  const partner = await startPartnerServer();
+  const id = `${++runSeq}-replicas-${store}-${randomBytes(3).toString("hex")}`;
+  const queueName = `bench-${id}`;
+  const bucket = `bench-${id}`;
+  const { queueUrl } = await emulator.request({ op: "setup", queueName, bucket });
+  const traffic: TrafficSpec = {
+    ...mainTraffic,
+    accounts: 1,
+    distribution: "distinct",
+    accountPrefix: "partner",
+  };
+  const { ids } = await emulator.request({ op: "fill", queueName, traffic, count, returnIds: true });
+  const settings: OctorelaySettings = {
+    ...octorelay,
+    // Small, so that no replica takes the whole queue: all three hold the partner's work at once.
+    maxUnacked: 200,
+    partnerShare: 1,
+    limits: {
+      store,
+      redisUrl: redis.url,
+      keyPrefix: `bench-${id}`,
+      partner: { account: "partner-00000", url: partner.url, rateLimit: limit, maxRecords },
+    },
+  };
+  log(
+    `replicas ${store}: ${replicaCount} replicas, ${count} messages for one partner at ${limit.requests} requests/${limit.intervalMs} ms`,
+  );
+  const contenders = Array.from(
+    { length: replicaCount },
+    () => new ContenderProcess("octorelay", [], args.verbose),
+  );
+  const problems: string[] = [];
+  const results: ContenderResult[] = [];
+  try {
+    await Promise.all(
+      contenders.map((c) =>
+        c.start({ ...spec("octorelay", queueName, queueUrl, bucket), mode: "serve", octorelay: settings }),
+      ),
+    );
+    const want = new Set(ids);
+    const deadline = Date.now() + (count / limit.requests / maxRecords) * 3000 + 60_000;
+    for (;;) {
+      const seen = new Set(partner.records().map((r) => r.id));
+      const depth = await emulator.request({ op: "depth", queueName });
+      if ([...want].every((x) => seen.has(x)) && depth.visible + depth.inFlight + depth.delayed === 0) break;
+      if (Date.now() > deadline) {
+        problems.push(`not drained in time: ${seen.size} of ${count} records at the partner`);
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    for (const c of contenders) c.stop();
+    for (const c of contenders) results.push(await c.result(60_000));
+  } catch (err) {
+    for (const c of contenders) c.kill();
+    problems.push((err as Error).message);
+  } finally {
+    await partner.close();
+  }
+  try {
+    const depth = await emulator.request({ op: "depth", queueName });
+    const leftInQueue = depth.visible + depth.inFlight + depth.delayed;
+    const received = partner.records().map((r) => r.id);
+    const distinct = new Set(received);
+    const missing = ids.filter((x) => !distinct.has(x)).length;
+    const arrivals = [...partner.arrivals].sort((a, b) => a - b);
+    const spanMs = arrivals.length > 0 ? (arrivals.at(-1) as number) - (arrivals[0] as number) : Number.NaN;
+    const maxInWindow = partner.maxInWindow(limit.intervalMs);
+    const fractionOfLimit =
+      arrivals.length / ((limit.requests * (spanMs + limit.intervalMs)) / limit.intervalMs);
+    if (missing > 0) problems.push(`${missing} of ${count} messages never reached the partner`);
+    if (leftInQueue > 0) problems.push(`${leftInQueue} messages left in the queue`);
+    for (const [i, r] of results.entries()) if (!r.ok) problems.push(`replica ${i + 1}: ${r.failure}`);
+    // Before cluster mode the replicas exceed the limit: that is the figure, not a failure.
+    if (store === "redis" && maxInWindow > limit.requests) {
+      problems.push(`${maxInWindow} requests in one window, over the limit of ${limit.requests}`);
+    }
+    const out: ClusterReplicas = {
+      store,
+      replicas: replicaCount,
+      limit,
+      maxRecords,
+      messages: count,
+      requests: arrivals.length,
+      spanMs,
+      maxInWindow,
+      fractionOfLimit,
+      distinctIds: distinct.size,
+      duplicates: received.length - distinct.size,
+      missing,
+      leftInQueue,
+      deletedPerReplica: results.map((r) => r.deleted),
+      cpuSecPerReplica: results.map((r) => r.cpuSec),
+      ok: problems.length === 0,
+      problems,
+    };
+    log(
+      `  ${store}: ${out.requests} requests in ${(spanMs / 1000).toFixed(1)} s, most ${maxInWindow} in one window (limit ${limit.requests}), ` +
+        `${(fractionOfLimit * 100).toFixed(0)}% of the limit; deleted ${out.deletedPerReplica.join("/")}` +
+        (out.ok ? "" : `  FAILED: ${problems.join("; ")}`),
+    );
+    if (!out.ok) failures++;
+    return out;
+  } finally {
+    await emulator.request({ op: "cleanup", queueName, bucket });
+  }
 }
 
 /** One run under --cpu-prof; prints where each thread spent its time, by origin and by function. */

@@ -1,15 +1,23 @@
 /**
  * `octorelay start` (`node dist/main.js`, the image's command, runs it too): load config, build the
- * AWS clients, serve ops, start every queue, drain on SIGTERM.
+ * AWS clients and the partners' limits (in this process, or in Redis for every replica), serve ops,
+ * start every queue, drain on SIGTERM.
  */
 import { createAwsClients } from "./aws-clients.ts";
 import { explainError } from "./cli-errors.ts";
+import { buildLimitsLayer } from "./cluster.ts";
 import { loadConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { type OpsServer, startOpsServer } from "./ops-server.ts";
 import { Service } from "./service.ts";
 import { onShutdownSignal } from "./shutdown.ts";
+
+/**
+ * How long start-up waits for Redis before going on without it: rate-limited partners then wait
+ * for it, the others flow. Redis being down is never a reason to exit.
+ */
+const REDIS_CONNECT_WAIT_MS = 10_000;
 
 /** Runs until a signal has drained the service; resolves with the exit code. ConfigError is thrown. */
 export async function start(options: { config?: string | undefined }): Promise<number> {
@@ -28,15 +36,19 @@ export async function start(options: { config?: string | undefined }): Promise<n
     return code;
   };
   const clients = createAwsClients(config.aws);
-  const service = new Service({ ...clients, log }, config);
+  const layer = buildLimitsLayer({ log }, config.cluster);
+  log.info({ store: layer.store }, `partner limits: ${layer.description}`);
+  const service = new Service({ ...clients, log, limits: layer.limits }, config);
   const metrics = new Metrics(service, config.ops);
   metrics.instrument(clients.sqs, "sqs");
   metrics.instrument(clients.s3, "s3");
+  metrics.observeLimitsStore(layer);
   let ops: OpsServer | undefined;
   if (config.ops.enabled) {
     try {
       ops = await startOpsServer({ service, metrics, log }, config.ops);
     } catch (err) {
+      await layer.close();
       if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
       return refuse(
         2,
@@ -44,12 +56,25 @@ export async function start(options: { config?: string | undefined }): Promise<n
       );
     }
   }
+  // With the ops server up, so /healthz answers and /readyz says why while it waits.
+  if (!(await layer.connected(REDIS_CONNECT_WAIT_MS))) {
+    const health = layer.limits.health();
+    log.warn(
+      { reason: health.ok ? undefined : health.reason, waitedMs: REDIS_CONNECT_WAIT_MS },
+      "partner limits store not reachable at start; starting anyway: partners with a rate limit wait until it answers, the others flow",
+    );
+  }
   // /readyz turns 503 as soon as the drain starts; the server stays up until the drain is done.
-  const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs, async () => ops?.close());
+  // The limits are closed by the drain; their connection goes last.
+  const exitCode = onShutdownSignal(service, log, config.shutdownDeadlineMs, async () => {
+    await ops?.close();
+    await layer.close();
+  });
   try {
     await service.start();
   } catch (err) {
     await ops?.close();
+    await layer.close();
     return refuse(1, `startup failed: ${explainError(err)}`, err);
   }
   return exitCode;

@@ -18,6 +18,8 @@ export class Metrics {
   readonly registry = new Registry();
   readonly #awsCalls: Counter;
   readonly #awsSeconds: Histogram;
+  /** Errors of the partner limits store's client (set by observeLimitsStore; none in memory). */
+  #limitsErrors: () => number = () => 0;
 
   constructor(service: Service, options: Pick<OpsConfig, "partnerMetricsTop" | "partnerMetricsAccounts">) {
     const r = this.registry;
@@ -202,13 +204,34 @@ export class Metrics {
         (x) => x.oldestSec,
       ],
       ["partner_breaker_open", "Partners whose breaker is open (1 per partner).", (x) => x.breakerOpen],
-      ["partner_parked_batches", "Batches parked since start.", (x) => x.parked],
+      ["partner_parked_batches", "Batches parked by this process and not yet replayed.", (x) => x.parked],
     ];
     for (const [name, help, pick] of perPartner) {
       gauge(r, name, help, ["account"], function* () {
         for (const [account, row] of partnerRows().rows) yield [{ account }, pick(row)];
       });
     }
+
+    // The partner limits: whether they can be granted (cluster mode: Redis reachable), and its errors.
+    gauge(
+      r,
+      "partner_limits_up",
+      "1 while the partner limits can be granted; 0 while their store (Redis, in cluster mode) is unreachable and rate-limited partners wait.",
+      [],
+      function* () {
+        yield [{}, service.partners.limits.health().ok ? 1 : 0];
+      },
+    );
+    const limitsErrors = () => this.#limitsErrors();
+    counter(
+      r,
+      "partner_limits_errors_total",
+      "Errors of the partner limits store's connection (failed connects, connections lost); 0 with in-memory limits.",
+      [],
+      function* () {
+        yield [{}, limitsErrors()];
+      },
+    );
 
     this.#awsCalls = new Counter({
       name: "octorelay_aws_calls_total",
@@ -223,6 +246,11 @@ export class Metrics {
       buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 20],
       registers: [r],
     });
+  }
+
+  /** Reads `octorelay_partner_limits_errors_total` from the limits layer (src/cluster.ts). */
+  observeLimitsStore(store: { readonly errors: number }): void {
+    this.#limitsErrors = () => store.errors;
   }
 
   /** Counts every call a client makes, through the SDK's middleware stack. */

@@ -17,6 +17,12 @@ export interface PartnerSnapshot {
   parkedBatches: number;
   lastError: string | undefined;
   lastErrorAgeMs: number | undefined;
+  /**
+   * Why a partner holding records is not being called although nothing is wrong with it: its limits
+   * cannot be granted (a rate-limited partner while the shared limits store is unreachable). Absent
+   * otherwise. Not the partner's own error, so `lastError` does not show it.
+   */
+  waitingFor?: string;
 }
 
 /** Every configured queue's relay, started together and stopped together under one deadline. */
@@ -28,8 +34,9 @@ export class Service {
   #draining = false;
 
   /**
-   * `limits`: the partners' limits layer; in cluster mode the Redis one, built by the entry point.
-   * Without it, limits are kept in this process.
+   * `limits`: the partners' limits layer (src/cluster.ts builds it from `cluster.redis.url`: in this
+   * process, or Redis in cluster mode). Without it, limits are kept in this process. It is closed
+   * after the drain; a Redis connection behind it is the caller's to quit after that.
    */
   constructor(
     deps: AwsClients & { log: Logger; env?: NodeJS.ProcessEnv; limits?: PartnerLimits },
@@ -57,6 +64,10 @@ export class Service {
    * the forgotten ones whose recent error is still remembered (bounded), as idle.
    */
   partnerSnapshots(nowMs = Date.now()): PartnerSnapshot[] {
+    const health = this.partners.limits.health();
+    const limitsDown = health.ok
+      ? undefined
+      : `partner limits: ${health.reason}; not called until the store answers again`;
     const active = [...this.partners.partners()].map((p): PartnerSnapshot => {
       let buffered = 0;
       let inFlight = 0;
@@ -80,6 +91,7 @@ export class Service {
         parkedBatches: p.parkedBatches,
         lastError: p.lastError?.message,
         lastErrorAgeMs: p.lastError ? nowMs - p.lastError.atMs : undefined,
+        ...(limitsDown && p.rateLimited ? { waitingFor: limitsDown } : {}),
       };
     });
     const forgotten = [...this.partners.recentErrors()].map(

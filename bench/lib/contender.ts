@@ -110,6 +110,7 @@ export async function runContender(start: StartContender): Promise<never> {
   await send({ type: "ready" });
 
   if (spec.mode === "idle") await answerMeasures(meter, contender);
+  else if (spec.mode === "serve") await untilStopped();
   else failure = await untilDrained(spec, meter);
   const drainCpu = process.cpuUsage(readyCpu);
 
@@ -180,6 +181,11 @@ async function untilDrained(spec: ContenderSpec, meter: WireMeter): Promise<stri
     void meter.deletedAt(spec.expected).then(() => clearInterval(watchdog));
   });
   return Promise.race([meter.deletedAt(spec.expected).then(() => undefined), stalled]);
+}
+
+/** Serve mode: until the orchestrator says stop. */
+async function untilStopped(): Promise<void> {
+  while ((await nextMessage()).type !== "stop") {}
 }
 
 /** Idle mode: answers heap measurements until told to stop. */

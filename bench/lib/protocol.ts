@@ -50,11 +50,33 @@ export interface OctorelaySettings {
   maxParallelReceives: number;
   waitTimeSec: number;
   visibilityTimeoutSec: number;
+  /** The queue's partnerShare, when not the default (the replica runs: one partner holds everything). */
+  partnerShare?: number;
   dispatch: {
     flushIntervalMs: number;
     maxRecords: number;
     maxBytes: number;
     emptyFlushLimit: number;
+  };
+  /** The cluster runs: where the partner limits are kept, and the limits that make them work. */
+  limits?: OctorelayLimits;
+}
+
+export interface OctorelayLimits {
+  /** "memory": in the process (one replica); "redis": shared through `redisUrl` (cluster mode). */
+  store: "memory" | "redis";
+  redisUrl?: string;
+  keyPrefix?: string;
+  /** Every partner's rate limit (the top-level `dispatch.rateLimit`), so each flush acquires a permit. */
+  rateLimit?: { requests: number; intervalMs: number };
+  /** Every partner's `dispatch.maxConcurrentFlushes` (cluster-wide in Redis), when not the default. */
+  maxConcurrentFlushes?: number;
+  /** One partner delivered over HTTP instead of S3, with limits of its own. */
+  partner?: {
+    account: string;
+    url: string;
+    rateLimit: { requests: number; intervalMs: number };
+    maxRecords: number;
   };
 }
 
@@ -65,8 +87,12 @@ export interface ContenderSpec {
   queueName: string;
   queueUrl: string;
   bucket: string;
-  /** "drain": done once `expected` messages are deleted. "idle": octorelay answers measure requests until stop. */
-  mode: "drain" | "idle";
+  /**
+   * "drain": done once `expected` messages are deleted. "idle": octorelay answers measure requests
+   * until stop. "serve": runs until stop (a replica among others: the orchestrator knows when the
+   * queue is drained, no single replica does).
+   */
+  mode: "drain" | "idle" | "serve";
   expected: number;
   /** The run fails when no message is deleted for this long. */
   stallTimeoutMs: number;
@@ -105,6 +131,10 @@ export interface OctorelayFigures {
   deadLettered: number;
   released: number;
   stopMs: number;
+  /** Time from asking the partner limits for a permit to holding it (the cluster runs). */
+  limitsAcquire?: { count: number; p50Ms: number; p99Ms: number; maxMs: number };
+  /** Commands the limits' Redis client sent (each one round trip; the scripts are EVALSHA/EVAL). */
+  redisCommands?: { total: number; scripts: number };
 }
 
 export interface ContenderResult {

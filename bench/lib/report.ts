@@ -74,6 +74,55 @@ export interface SoakSummary {
   eventLoopFlat: boolean;
 }
 
+/** One octorelay process at the main traffic with every partner rate-limited (never throttled). */
+export interface ClusterThroughput {
+  store: "memory" | "redis";
+  record: RunRecord;
+  /** Commands the Redis server ran during the run (INFO commandstats, the bench's own INFO left out). */
+  redisCommands: number | undefined;
+  /** Of which the limits' scripts (EVALSHA, and EVAL once per connection). */
+  redisScriptCalls: number | undefined;
+  /** CPU the redis-server process spent during the run. */
+  redisCpuSec: number | undefined;
+}
+
+/** Three replicas on one queue, all of it for one HTTP partner with a request limit. */
+export interface ClusterReplicas {
+  store: "memory" | "redis";
+  replicas: number;
+  limit: { requests: number; intervalMs: number };
+  maxRecords: number;
+  messages: number;
+  /** Requests the partner received. */
+  requests: number;
+  /** First to last arrival, ms. */
+  spanMs: number;
+  /** Most requests that arrived within any window of `intervalMs`. */
+  maxInWindow: number;
+  /** requests / (limit × (span + intervalMs) / intervalMs): 100% = every window full. */
+  fractionOfLimit: number;
+  /** Ids the partner received, distinct, and beyond the first copy. */
+  distinctIds: number;
+  duplicates: number;
+  missing: number;
+  leftInQueue: number;
+  /** Messages each replica deleted. */
+  deletedPerReplica: number[];
+  cpuSecPerReplica: number[];
+  ok: boolean;
+  problems: string[];
+}
+
+export interface ClusterReport {
+  redisVersion: string;
+  /** `dispatch.rateLimit.requests` of every partner in the throughput runs. */
+  rateLimitRequests: number;
+  /** `dispatch.maxConcurrentFlushes` of every partner in the throughput runs. */
+  maxConcurrentFlushes: number;
+  throughput: ClusterThroughput[];
+  replicas: ClusterReplicas[];
+}
+
 export interface Target {
   name: string;
   goal: string;
@@ -108,6 +157,8 @@ export interface BenchReport {
   flush: RunRecord[];
   sizes: RunRecord[];
   soak: SoakSummary | undefined;
+  /** Cluster mode (--cluster): the limits in memory vs in Redis, and three replicas on one partner. */
+  cluster?: ClusterReport | undefined;
   targets: Target[];
 }
 
@@ -199,7 +250,21 @@ export function evaluateTargets(report: BenchReport): Target[] {
         : "not run (--soak)",
       pass: soak ? soak.rssFlat && soak.record.ok : undefined,
     },
+    clusterTarget(report.cluster),
   ];
+}
+
+function clusterTarget(cluster: ClusterReport | undefined): Target {
+  const x = cluster?.replicas.find((r) => r.store === "redis");
+  const name = "three replicas, one partner: its limit used, never exceeded (Redis)";
+  const goal = "most in any window ≤ the limit, ≥ 80% of it used";
+  if (!x) return { name, goal, value: "not run (--cluster)", pass: undefined };
+  return {
+    name,
+    goal,
+    value: `most ${x.maxInWindow} in ${x.limit.intervalMs} ms (limit ${x.limit.requests}), ${num(x.fractionOfLimit * 100)}% of it`,
+    pass: x.ok && x.maxInWindow <= x.limit.requests && x.fractionOfLimit >= 0.8,
+  };
 }
 
 // ── markdown ────────────────────────────────────────────────────────────────────────────────────
@@ -533,7 +598,15 @@ export function renderMarkdown(r: BenchReport): string {
     );
   }
 
-  const checked = [...r.main.runs, ...r.accounts, ...r.flush, ...r.sizes].filter((x) => x.delivered);
+  if (r.cluster) out.push(...clusterSection(r.cluster));
+
+  const checked = [
+    ...r.main.runs,
+    ...r.accounts,
+    ...r.flush,
+    ...r.sizes,
+    ...(r.cluster?.throughput.map((x) => x.record) ?? []),
+  ].filter((x) => x.delivered);
   if (checked.length > 0) {
     out.push(
       "## Delivery check",
@@ -571,6 +644,86 @@ export function renderMarkdown(r: BenchReport): string {
     "",
   );
   return `${out.join("\n")}\n`;
+}
+
+function clusterSection(c: ClusterReport): string[] {
+  const perMsg = (sec: number | undefined, messages: number) =>
+    sec === undefined ? "—" : num((sec * 1e6) / messages);
+  const lines = [
+    "## Cluster mode: partner limits shared through Redis",
+    "",
+    `Redis ${c.redisVersion} on loopback, no persistence. One octorelay process at the main traffic, every partner with ` +
+      `\`rateLimit.requests: ${num(c.rateLimitRequests)}\` and \`maxConcurrentFlushes: ${num(c.maxConcurrentFlushes)}\` ` +
+      "(never reached: each flush acquires a permit and is never held back), " +
+      "the limits kept in the process or in Redis. Redis commands = what the limits' client sent, each one round trip " +
+      "(the scripts as EVALSHA); redis-server CPU from its `INFO cpu`; acquisition = asking the limits for a permit until holding it.",
+    "",
+    ...table(
+      [
+        "limits",
+        "msgs/s",
+        "CPU µs/msg (octorelay)",
+        "CPU µs/msg (redis-server)",
+        "flushes",
+        "Redis commands / flush",
+        "script calls / flush",
+        "acquisition p50 / p99 ms",
+        "ok",
+      ],
+      c.throughput.map((x) => {
+        const flushes = x.record.result.octorelay?.objects ?? Number.NaN;
+        const a = x.record.result.octorelay?.limitsAcquire;
+        return [
+          `${x.store}${x.record.round === undefined ? "" : ` (round ${x.record.round})`}`,
+          num(x.record.result.msgsPerSec),
+          num((x.record.result.drainCpuSec * 1e6) / x.record.messages),
+          perMsg(x.redisCpuSec, x.record.messages),
+          num(flushes),
+          x.redisCommands === undefined ? "—" : num(x.redisCommands / flushes, 2),
+          x.redisScriptCalls === undefined ? "—" : num(x.redisScriptCalls / flushes, 2),
+          a ? `${num(a.p50Ms, 2)} / ${num(a.p99Ms, 2)}` : "—",
+          x.record.ok ? "yes" : `**no**: ${x.record.problems.join("; ")}`,
+        ];
+      }),
+    ),
+    "",
+  ];
+  if (c.replicas.length > 0) {
+    const first = c.replicas[0] as ClusterReplicas;
+    lines.push(
+      `Three replicas on one queue, every message for one HTTP partner on loopback allowed ${first.limit.requests} requests per ` +
+        `${first.limit.intervalMs} ms (batches of ${first.maxRecords} records). "memory" is each replica with its own copy of the ` +
+        'limit (before cluster mode); "redis" is cluster mode. The three run at once (the only runs that do), each in its own ' +
+        "process; the partner server timestamps every request. Fraction = requests / (limit × (first-to-last arrival + one window)).",
+      "",
+      ...table(
+        [
+          "limits",
+          "messages",
+          "requests",
+          "most in one window",
+          "fraction of the limit",
+          "deleted per replica",
+          "duplicates",
+          "missing",
+          "ok",
+        ],
+        c.replicas.map((x) => [
+          x.store,
+          num(x.messages),
+          num(x.requests),
+          `${x.maxInWindow} (limit ${x.limit.requests})`,
+          `${num(x.fractionOfLimit * 100)}%`,
+          x.deletedPerReplica.map((n) => num(n)).join(" / "),
+          num(x.duplicates),
+          x.missing === 0 ? "0" : `**${num(x.missing)}**`,
+          x.ok ? "yes" : `**no**: ${x.problems.join("; ")}`,
+        ]),
+      ),
+      "",
+    );
+  }
+  return lines;
 }
 
 function runProblems(runs: RunRecord[]): string[] {
