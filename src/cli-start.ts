@@ -7,6 +7,7 @@ import { createAwsClients } from "./aws-clients.ts";
 import { explainError } from "./cli-errors.ts";
 import { buildLimitsLayer } from "./cluster.ts";
 import { loadConfig } from "./config.ts";
+import { serviceConsole } from "./console/wiring.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { type OpsServer, startOpsServer } from "./ops-server.ts";
@@ -45,9 +46,12 @@ export async function start(options: { config?: string | undefined }): Promise<n
   metrics.observeLimitsStore(layer);
   let ops: OpsServer | undefined;
   if (config.ops.enabled) {
+    // The operator console, on the ops port under `/` (actions only with ops.token).
+    const opsConsole = serviceConsole({ service, ...clients, log }, config);
     try {
-      ops = await startOpsServer({ service, metrics, log }, config.ops);
+      ops = await startOpsServer({ service, metrics, log, console: opsConsole }, config.ops);
     } catch (err) {
+      await opsConsole.close();
       await layer.close();
       if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
       return refuse(

@@ -268,6 +268,39 @@ describe("the real process", () => {
   });
 });
 
+describe("the operator console in the real process", () => {
+  it("octorelay start serves the console under / of its ops port, read-only without a token", async ({
+    queue: q,
+    bucket,
+    spawnService,
+  }) => {
+    const proc = spawnService({
+      destination: { bucket },
+      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
+    });
+    const listening = await waitFor("the ops server listening", () =>
+      proc.logs.find((l) => typeof l.url === "string" && String(l.msg).startsWith("ops server listening")),
+    );
+    const url = listening.url as string;
+    await waitFor("the service started", () => proc.logs.some((l) => l.msg === "octorelay started"));
+    const overview = await fetch(`${url}/`);
+    expect(overview.status).toBe(200);
+    expect(overview.headers.get("content-type")).toMatch(/text\/html/);
+    expect(await overview.text()).toContain(q.name);
+    const partners = await fetch(`${url}/console/partners`);
+    expect(partners.status).toBe(200);
+    // Actions are off without ops.token: a pause is refused, the partner untouched.
+    const pause = await fetch(`${url}/console/partners/acme/pause`, {
+      method: "POST",
+      headers: { accept: "application/json", "content-type": "application/x-www-form-urlencoded" },
+      body: "for=1h",
+    });
+    expect(pause.status).toBe(403);
+    proc.child.kill("SIGTERM");
+    expect((await proc.exited).code).toBe(0);
+  });
+});
+
 describe("/partners: paged, filtered, sorted", () => {
   // Its down partners hold records until the deadline: no need to wait long for them at the end.
   it.override("stopTimeoutMs", 3_000);
