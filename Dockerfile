@@ -39,7 +39,7 @@ COPY src ./src
 # demo and try run the embedded emulator (fauxqs, a devDependency): development commands, left out
 # of the image; `octorelay demo` there says in one line that it needs the development install.
 RUN npm run build \
- && rm -f dist/demo.* dist/try.*
+ && rm -rf dist/dev
 
 # ---------------------------------------------------------------------------
 # prod-deps: production dependencies only, no lifecycle scripts

@@ -15,10 +15,10 @@ import { createHistogram } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import type { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
-import type { LimitSpec, PartnerLimits } from "../src/partner-limits.ts";
-import { WindowLimiter } from "../src/rate-limiter.ts";
-import { createRedisClient, RedisPartnerLimits } from "../src/redis-limits.ts";
-import { ACQUIRE, PAUSE, PAUSE_OF, RELEASE, RENEW, RESUME } from "../src/redis-scripts.ts";
+import type { LimitSpec, PartnerLimits } from "../src/partners/partner-limits.ts";
+import { WindowLimiter } from "../src/partners/rate-limiter.ts";
+import { createRedisClient, RedisPartnerLimits } from "../src/partners/redis-limits.ts";
+import { ACQUIRE, PAUSE, PAUSE_OF, RELEASE, RENEW, RESUME } from "../src/partners/redis-scripts.ts";
 import { startPartnerServer } from "../test/helpers/partner-server.ts";
 import { startRedis } from "../test/helpers/redis.ts";
 

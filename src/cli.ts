@@ -17,8 +17,8 @@ import {
   type OptionValues,
   parseCommandArgs,
   renderHelp,
-} from "./cli-args.ts";
-import { reportError } from "./cli-errors.ts";
+} from "./cli/args.ts";
+import { reportError } from "./cli/errors.ts";
 import { APP_ROOT } from "./config.ts";
 
 const CONFIG_OPTION = {
@@ -354,28 +354,28 @@ export type ValuesOf<C extends CommandName> = OptionValues<Specs[C]["options"]>;
 
 /** Each command's code, loaded when it runs. */
 const runners: { [C in CommandName]: (values: ValuesOf<C>, positionals: string[]) => Promise<number> } = {
-  start: async (v) => (await import("./cli-start.ts")).start(v),
+  start: async (v) => (await import("./cli/start.ts")).start(v),
   demo: async (v) => {
     if (!(await developmentInstall("demo"))) return 1;
-    return (await import("./demo.ts")).demo(v);
+    return (await import("./dev/demo.ts")).demo(v);
   },
   try: async (v, [handler]) => {
     if (!(await developmentInstall("try"))) return 1;
-    return (await import("./try.ts")).tryHandler({ ...v, handler: handler as string });
+    return (await import("./dev/try.ts")).tryHandler({ ...v, handler: handler as string });
   },
-  replay: async (v) => (await import("./cli-replay.ts")).replay(v),
-  traffic: async (v) => (await import("./cli-traffic.ts")).traffic(v),
-  "partners list": async (v) => (await import("./cli-partners.ts")).partnersList(v),
+  replay: async (v) => (await import("./cli/replay.ts")).replay(v),
+  traffic: async (v) => (await import("./cli/traffic.ts")).traffic(v),
+  "partners list": async (v) => (await import("./cli/partners.ts")).partnersList(v),
   "partners show": async (v, [account]) =>
-    (await import("./cli-partners.ts")).partnersShow({ ...v, account: account as string }),
+    (await import("./cli/partners.ts")).partnersShow({ ...v, account: account as string }),
   "partners pause": async (v, [account]) =>
-    (await import("./cli-partners.ts")).partnersAction("pause", { ...v, account: account as string }),
+    (await import("./cli/partners.ts")).partnersAction("pause", { ...v, account: account as string }),
   "partners resume": async (v, [account]) =>
-    (await import("./cli-partners.ts")).partnersAction("resume", { ...v, account: account as string }),
+    (await import("./cli/partners.ts")).partnersAction("resume", { ...v, account: account as string }),
   "partners replay": async (v, [account]) =>
-    (await import("./cli-partners.ts")).partnersAction("replay", { ...v, account: account as string }),
-  "dead-letters peek": async (v) => (await import("./cli-dead-letters.ts")).deadLettersPeek(v),
-  "dead-letters redrive": async (v) => (await import("./cli-dead-letters.ts")).deadLettersRedrive(v),
+    (await import("./cli/partners.ts")).partnersAction("replay", { ...v, account: account as string }),
+  "dead-letters peek": async (v) => (await import("./cli/dead-letters.ts")).deadLettersPeek(v),
+  "dead-letters redrive": async (v) => (await import("./cli/dead-letters.ts")).deadLettersRedrive(v),
   help: async (_v, [command, action]) => {
     if (command === undefined) {
       process.stdout.write(overview());

@@ -43,13 +43,13 @@ export type {
 } from "./config/types.ts";
 
 /**
- * @deprecated A queue's destination is a DestinationConfig; kept while src/partners.ts merges with
+ * @deprecated A queue's destination is a DestinationConfig; kept while src/partners/directory.ts merges with
  * it. Use `partnerDestination(queue, override.destination)` instead.
  */
 export type FlatDestination = DestinationConfig;
 
 /**
- * @deprecated Narrows a destination to the fields its type reads; kept for src/partners.ts. Use
+ * @deprecated Narrows a destination to the fields its type reads; kept for src/partners/directory.ts. Use
  * `partnerDestination(queue, override.destination)`, which merges and narrows.
  */
 export const toDestination: (d: DestinationConfig) => DestinationConfig = narrowDestination;

@@ -1,6 +1,6 @@
 /**
  * The production entry (`node dist/main.js` in the image, `node src/main.ts` from source): the same
- * as `octorelay start`, whose code is in cli-start.ts.
+ * as `octorelay start`, whose code is in src/cli/start.ts.
  */
 import { runCli } from "./cli.ts";
 

@@ -1,10 +1,10 @@
 import type { Logger } from "pino";
 import type { AwsClients } from "./aws-clients.ts";
 import type { Config } from "./config.ts";
-import type { PartnerState } from "./partner.ts";
-import type { PartnerLimits } from "./partner-limits.ts";
-import { PartnerDirectory } from "./partners.ts";
-import { Relay } from "./relay.ts";
+import { PartnerDirectory } from "./partners/directory.ts";
+import type { PartnerState } from "./partners/partner.ts";
+import type { PartnerLimits } from "./partners/partner-limits.ts";
+import { Relay } from "./pipeline/relay.ts";
 
 /** What an operator sees of one partner. */
 export interface PartnerSnapshot {
@@ -34,7 +34,7 @@ export class Service {
   #draining = false;
 
   /**
-   * `limits`: the partners' limits layer (src/cluster.ts builds it from `cluster.redis.url`: in this
+   * `limits`: the partners' limits layer (src/partners/cluster.ts builds it from `cluster.redis.url`: in this
    * process, or Redis in cluster mode). Without it, limits are kept in this process. It is closed
    * after the drain; a Redis connection behind it is the caller's to quit after that.
    */

@@ -1,7 +1,7 @@
 /**
  * octorelay itself, through the real service code path: loadConfig (no file on disk, the bench's
  * settings as overrides), the production AWS clients (with the bench's meter added to their
- * middleware stacks), the partner limits layer `octorelay start` builds (src/cluster.ts: in memory,
+ * middleware stacks), the partner limits layer `octorelay start` builds (src/partners/cluster.ts: in memory,
  * or Redis in the cluster runs), and Service with the passthrough handler in its piscina pool,
  * per-account dispatchers, gzip NDJSON objects to S3, and deletes after delivery. Runs from source.
  */
@@ -13,9 +13,9 @@ import { fileURLToPath } from "node:url";
 import type { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
 import { createAwsClients } from "../../src/aws-clients.ts";
-import { buildLimitsLayer } from "../../src/cluster.ts";
 import { loadConfig } from "../../src/config.ts";
-import type { PartnerLimits } from "../../src/partner-limits.ts";
+import { buildLimitsLayer } from "../../src/partners/cluster.ts";
+import type { PartnerLimits } from "../../src/partners/partner-limits.ts";
 import { Service } from "../../src/service.ts";
 import { runContender } from "../lib/contender.ts";
 import type { OctorelayLimits } from "../lib/protocol.ts";

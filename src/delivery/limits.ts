@@ -14,7 +14,7 @@ import type { Logger } from "pino";
 import type { DispatchConfig } from "../config.ts";
 import type { Batch, Destination } from "../destinations/destination.ts";
 import { BreakerOpenError, DeliveryError, LimitsUnavailableError, PartnerPausedError } from "../errors.ts";
-import type { LimitSpec, PartnerLimits, Pause } from "../partner-limits.ts";
+import type { LimitSpec, PartnerLimits, Pause } from "../partners/partner-limits.ts";
 import { timerMs } from "../sleep.ts";
 
 /** What a partner's profile sets of its shared limits. */

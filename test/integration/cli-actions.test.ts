@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config.ts";
-import { serviceConsole } from "../../src/console/wiring.ts";
-import { Metrics } from "../../src/metrics.ts";
-import { type OpsServer, startOpsServer } from "../../src/ops-server.ts";
+import { serviceConsole } from "../../src/ops/console/wiring.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
+import { type OpsServer, startOpsServer } from "../../src/ops/ops-server.ts";
 import { Service } from "../../src/service.ts";
 import { runOctorelay } from "../helpers/cli-process.ts";
 import {

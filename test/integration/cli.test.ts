@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RecentRate } from "../../src/cli-status.ts";
+import { RecentRate } from "../../src/cli/status.ts";
 import { APP, runOctorelay } from "../helpers/cli-process.ts";
 import { createBucket, createQueue, type Emulator, queueDepth, startEmulator } from "../helpers/emulator.ts";
 import { killAllServices, spawnService } from "../helpers/process.ts";

@@ -19,11 +19,11 @@ import { pino } from "pino";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config.ts";
-import { serviceConsole } from "../../src/console/wiring.ts";
-import { DeadLetters, resolveDeadLetterRoutes } from "../../src/dead-letters.ts";
-import { Metrics } from "../../src/metrics.ts";
-import { type OpsServer, type PartnersPage, startOpsServer } from "../../src/ops-server.ts";
-import { createRedisClient, RedisPartnerLimits } from "../../src/redis-limits.ts";
+import { serviceConsole } from "../../src/ops/console/wiring.ts";
+import { DeadLetters, resolveDeadLetterRoutes } from "../../src/ops/dead-letters.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
+import { type OpsServer, type PartnersPage, startOpsServer } from "../../src/ops/ops-server.ts";
+import { createRedisClient, RedisPartnerLimits } from "../../src/partners/redis-limits.ts";
 import { Service } from "../../src/service.ts";
 import { launchBrowser, screenshotPath } from "../helpers/browser.ts";
 import {
@@ -709,7 +709,7 @@ describe("paused partners across replicas", () => {
 });
 
 /**
- * src/dead-letters.ts on its own, on a queue nobody drains, so what a redrive puts back can be
+ * src/ops/dead-letters.ts on its own, on a queue nobody drains, so what a redrive puts back can be
  * counted. fauxqs has no message-move task; the two checks that need SQS to behave otherwise (it has
  * one; a send fails) wrap the emulator's client and change that one command.
  */

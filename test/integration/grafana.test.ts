@@ -8,8 +8,8 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Metrics } from "../../src/metrics.ts";
-import { type OpsServer, startOpsServer } from "../../src/ops-server.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
+import { type OpsServer, startOpsServer } from "../../src/ops/ops-server.ts";
 import { Service } from "../../src/service.ts";
 import {
   createBucket,

@@ -5,8 +5,8 @@
 import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { pino } from "pino";
 import { describe, expect } from "vitest";
-import { Metrics } from "../../src/metrics.ts";
-import { type OpsServer, startOpsServer } from "../../src/ops-server.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
+import { type OpsServer, startOpsServer } from "../../src/ops/ops-server.ts";
 import type { Service } from "../../src/service.ts";
 import { createQueue, queueDepth, readDelivered, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { account, report } from "../helpers/figures.ts";

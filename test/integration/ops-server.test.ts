@@ -7,9 +7,14 @@ import { connect, type Socket } from "node:net";
 import { pino } from "pino";
 import { Gauge } from "prom-client";
 import { afterAll, describe, expect } from "vitest";
-import { Metrics } from "../../src/metrics.ts";
-import type { PartnerEntry } from "../../src/ops-server.ts";
-import { type OpsLimits, type OpsServer, type PartnersPage, startOpsServer } from "../../src/ops-server.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
+import type { PartnerEntry } from "../../src/ops/ops-server.ts";
+import {
+  type OpsLimits,
+  type OpsServer,
+  type PartnersPage,
+  startOpsServer,
+} from "../../src/ops/ops-server.ts";
 import type { Service } from "../../src/service.ts";
 import { createBucket, createQueue, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { it } from "../helpers/fixtures.ts";

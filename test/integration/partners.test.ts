@@ -6,7 +6,7 @@
 import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import { pino } from "pino";
 import { describe, expect } from "vitest";
-import { replayParked } from "../../src/replay.ts";
+import { replayParked } from "../../src/delivery/replay.ts";
 import {
   queueDepth,
   readDeadLetters,

@@ -369,7 +369,7 @@ describe("byte budget for un-acknowledged messages (maxUnackedBytes)", () => {
   // partner every message fitting the count was received, whatever its size.
   it("with ~200 KB bodies and a partner answering 503: bytes held on the wire stay within the budget plus the stated overshoot, and so does memory", async () => {
     const budget = 8 * MiB;
-    // Worst case stated in src/poller.ts and the docs: max(receiveBatchSize × 1 MiB, maxUnackedBytes).
+    // Worst case stated in src/pipeline/poller.ts and the docs: max(receiveBatchSize × 1 MiB, maxUnackedBytes).
     const worstOvershoot = Math.max(10 * MiB, budget);
     // What the process may add beside the bodies it holds (measured: RSS +55-60 MiB, main heap
     // +1-4 MiB): the SDK's response buffers and parsed copies, each body's copy in a worker thread,

@@ -9,9 +9,9 @@ import type { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { LimitsUnavailableError } from "../../src/errors.ts";
-import type { LimitSpec, Permit } from "../../src/partner-limits.ts";
-import { accountTag, createRedisClient, RedisPartnerLimits } from "../../src/redis-limits.ts";
-import { ACQUIRE } from "../../src/redis-scripts.ts";
+import type { LimitSpec, Permit } from "../../src/partners/partner-limits.ts";
+import { accountTag, createRedisClient, RedisPartnerLimits } from "../../src/partners/redis-limits.ts";
+import { ACQUIRE } from "../../src/partners/redis-scripts.ts";
 import { waitFor } from "../helpers/emulator.ts";
 import { type RedisServer, startRedis } from "../helpers/redis.ts";
 

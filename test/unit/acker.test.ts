@@ -7,8 +7,8 @@ import {
 } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { Acker, type AckerOptions, type Ticket } from "../../src/acker.ts";
-import { newRelayStats } from "../../src/stats.ts";
+import { Acker, type AckerOptions, type Ticket } from "../../src/pipeline/acker.ts";
+import { newRelayStats } from "../../src/pipeline/stats.ts";
 
 const log = pino({ level: "silent" });
 
@@ -202,7 +202,7 @@ describe("Acker.track", () => {
 });
 
 describe("Acker.track, a copy received while the delete is in flight", () => {
-  // BUG (src/acker.ts, track(), the `if (existing)` branch, and #deleteBatch's success path): a copy
+  // BUG (src/pipeline/acker.ts, track(), the `if (existing)` branch, and #deleteBatch's success path): a copy
   // received while the delete with the older handle is in flight only swaps the handle on the ticket; the
   // delete in flight still names the older one and, when it succeeds, the ticket is forgotten. SQS says a
   // delete with a receipt handle that is not the most recent one "succeeds, but the message might not be

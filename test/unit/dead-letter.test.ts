@@ -6,8 +6,13 @@ import {
 } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { describe, expect, it, vi } from "vitest";
-import { DeadLetter, MIN_REASON_BYTES, sqsMessageBytes, truncateUtf8 } from "../../src/dead-letter.ts";
-import { newRelayStats } from "../../src/stats.ts";
+import {
+  DeadLetter,
+  MIN_REASON_BYTES,
+  sqsMessageBytes,
+  truncateUtf8,
+} from "../../src/pipeline/dead-letter.ts";
+import { newRelayStats } from "../../src/pipeline/stats.ts";
 
 const MiB = 1_048_576;
 const DLQ_URL = "http://sqs.local/000000000000/orders-dlq";

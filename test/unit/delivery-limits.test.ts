@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { LimitsLayer } from "../../src/delivery/limits.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { BatchEntryError, BreakerOpenError, DeliveryError } from "../../src/errors.ts";
-import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
+import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
 
 // The layer's full behaviour (windows, concurrency, Retry-After, limits outages) is in partner.test.ts,
 // through Partner, which is this layer plus the directory's bookkeeping.

@@ -2,8 +2,8 @@ import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DeliveryStack } from "../../src/delivery/stack.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
-import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
-import { Partner } from "../../src/partner.ts";
+import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
+import { Partner } from "../../src/partners/partner.ts";
 
 const log = pino({ level: "silent" });
 const profile = {

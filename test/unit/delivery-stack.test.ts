@@ -3,8 +3,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DeliveryStack } from "../../src/delivery/stack.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { BatchEntryError, DeliveryError } from "../../src/errors.ts";
-import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
-import { Partner } from "../../src/partner.ts";
+import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
+import { Partner } from "../../src/partners/partner.ts";
 
 const log = pino({ level: "silent" });
 

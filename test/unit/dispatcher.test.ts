@@ -6,14 +6,14 @@ import type { DispatchConfig } from "../../src/config.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { renderKey } from "../../src/destinations/s3.ts";
 import { SqsDestination } from "../../src/destinations/sqs.ts";
-import { Dispatcher, type DispatcherDeps, type DispatcherOptions } from "../../src/dispatcher.ts";
 import { DeliveryError, LimitsUnavailableError } from "../../src/errors.ts";
-import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
-import { Partner } from "../../src/partner.ts";
-import { PartnerDirectory } from "../../src/partners.ts";
-import { Router } from "../../src/router.ts";
+import { PartnerDirectory } from "../../src/partners/directory.ts";
+import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
+import { Partner } from "../../src/partners/partner.ts";
+import { Dispatcher, type DispatcherDeps, type DispatcherOptions } from "../../src/pipeline/dispatcher.ts";
+import { Router } from "../../src/pipeline/router.ts";
+import { newRelayStats, type RelayStats } from "../../src/pipeline/stats.ts";
 import { MAX_TIMER_MS, sleep } from "../../src/sleep.ts";
-import { newRelayStats, type RelayStats } from "../../src/stats.ts";
 
 const log = pino({ level: "silent" });
 

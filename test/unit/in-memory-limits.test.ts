@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { LimitsUnavailableError } from "../../src/errors.ts";
-import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
-import type { LimitSpec, Permit } from "../../src/partner-limits.ts";
+import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
+import type { LimitSpec, Permit } from "../../src/partners/partner-limits.ts";
 
 const START_MS = Date.parse("2025-03-01T12:00:00Z");
 

@@ -5,7 +5,7 @@ import {
   type MessageOutcome,
   type QueuePolicy,
   shareLimit,
-} from "../../src/message-policy.ts";
+} from "../../src/pipeline/message-policy.ts";
 
 /** share = floor(100 × 0.25) = 25 outputs per account; backoff at its ceiling (random = 1). */
 const queue: QueuePolicy = {

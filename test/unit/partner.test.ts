@@ -5,10 +5,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DispatchConfig } from "../../src/config.ts";
 import type { Batch, Destination } from "../../src/destinations/destination.ts";
 import { BreakerOpenError, DeliveryError, LimitsUnavailableError } from "../../src/errors.ts";
-import { InMemoryPartnerLimits } from "../../src/in-memory-limits.ts";
-import { MAX_RETRY_AFTER_MS, Partner, type PartnerProfile } from "../../src/partner.ts";
-import type { PartnerLimits } from "../../src/partner-limits.ts";
-import { PartnerDirectory } from "../../src/partners.ts";
+import { PartnerDirectory } from "../../src/partners/directory.ts";
+import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
+import { MAX_RETRY_AFTER_MS, Partner, type PartnerProfile } from "../../src/partners/partner.ts";
+import type { PartnerLimits } from "../../src/partners/partner-limits.ts";
 
 const log = pino({ level: "silent" });
 const START_MS = Date.parse("2025-03-01T12:00:00Z");

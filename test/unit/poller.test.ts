@@ -8,8 +8,8 @@ import {
   Poller,
   type PollerOptions,
   SQS_MAX_MESSAGE_BYTES,
-} from "../../src/poller.ts";
-import { newRelayStats } from "../../src/stats.ts";
+} from "../../src/pipeline/poller.ts";
+import { newRelayStats } from "../../src/pipeline/stats.ts";
 
 const log = pino({ level: "silent" });
 

@@ -1,7 +1,7 @@
 import { GetQueueAttributesCommand, GetQueueUrlCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { pino } from "pino";
 import { describe, expect, it, vi } from "vitest";
-import { resolveQueue } from "../../src/queue-resolution.ts";
+import { resolveQueue } from "../../src/pipeline/queue-resolution.ts";
 
 const log = pino({ level: "silent" });
 const BASE = "http://sqs.local/000000000000";

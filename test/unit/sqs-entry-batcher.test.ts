@@ -12,8 +12,8 @@ import {
   type SqsBatchOperation,
   SqsEntryBatcher,
   type SqsEntryBatcherOptions,
-} from "../../src/sqs-entry-batcher.ts";
-import { newRelayStats } from "../../src/stats.ts";
+} from "../../src/pipeline/sqs-entry-batcher.ts";
+import { newRelayStats } from "../../src/pipeline/stats.ts";
 
 const log = pino({ level: "silent" });
 const QUEUE_URL = "http://sqs.local/000000000000/orders";

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { TickWheel } from "../../src/tick-wheel.ts";
+import { TickWheel } from "../../src/pipeline/tick-wheel.ts";
 
 beforeEach(() => {
   vi.useFakeTimers({ now: 0 });
