@@ -15,6 +15,7 @@ import type { PartnerSnapshot, Service } from "../service.ts";
 import { ConsoleAuth, clearedSessionCookie, LoginThrottle } from "./console/auth.ts";
 import type { ConsoleHandler } from "./console/console.ts";
 import type { Metrics } from "./metrics.ts";
+import { PARTNER_SORTS, type PartnerSort } from "./partner-order.ts";
 
 /** An event loop that stalled this long since the last look is reported unhealthy. */
 const STALL_LIMIT_MS = 10_000;
@@ -409,24 +410,7 @@ const PARTNER_STATES = {
 /** `paused`: an operator's pause in force, shown over the partner's own state (as on the console). */
 const LISTED_STATES = [...Object.keys(PARTNER_STATES), "paused"];
 
-/** What the orders below read of a partner. */
-type Sortable = Pick<PartnerSnapshot, "account" | "buffered" | "inFlight" | "oldestBufferedAgeMs">;
-
-const byAccount = (a: Sortable, b: Sortable) => (a.account < b.account ? -1 : a.account > b.account ? 1 : 0);
-
-/** Each order ends on the account, so pages of an unchanged set never overlap or skip. */
-const SORTS = {
-  held: (a: Sortable, b: Sortable) => b.buffered + b.inFlight - (a.buffered + a.inFlight) || byAccount(a, b),
-  oldest: (a: Sortable, b: Sortable) => {
-    const x = a.oldestBufferedAgeMs;
-    const y = b.oldestBufferedAgeMs;
-    if (x === undefined || y === undefined) return x === y ? byAccount(a, b) : x === undefined ? 1 : -1;
-    return y - x || byAccount(a, b);
-  },
-  account: byAccount,
-} satisfies Record<string, (a: Sortable, b: Sortable) => number>;
-
-type PartnerSort = keyof typeof SORTS;
+const SORTS = PARTNER_SORTS;
 
 export const PARTNERS_PAGE = { defaultLimit: 100, maxLimit: 1000 } as const;
 

@@ -92,7 +92,7 @@ export class PartnerDirectory {
   partner(account: string): Partner {
     let partner = this.#partners.get(account);
     if (!partner) {
-      const profile = merge(this.#defaults, this.#config.overrides.get(account)?.dispatch);
+      const profile = mergeProfile(this.#defaults, this.#config.overrides.get(account)?.dispatch);
       partner = new Partner({ log: this.#deps.log, limits: this.limits }, account, profile);
       // A failure from before the partner was last forgotten is still its last error.
       const recent = this.#recentErrors.get(account);
@@ -162,7 +162,7 @@ export class PartnerDirectory {
   }
 
   #resolve(queue: QueueConfig, override: PartnerOverride | undefined): Profile {
-    const dispatch = merge(queue.dispatch, override?.dispatch);
+    const dispatch = mergeProfile(queue.dispatch, override?.dispatch);
     // A batch larger than the records limit could never be sent.
     if (dispatch.rateLimit.records > 0)
       dispatch.maxRecords = Math.min(dispatch.maxRecords, dispatch.rateLimit.records);
@@ -192,7 +192,7 @@ export class PartnerDirectory {
 }
 
 /** `base` with the fields `override` sets; nested objects (rateLimit, breaker, headers) merged one level. */
-function merge<T extends object>(base: T, override: Partial<T> | undefined): T {
+export function mergeProfile<T extends object>(base: T, override: Partial<T> | undefined): T {
   if (!override) return { ...base };
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [key, value] of Object.entries(override)) {

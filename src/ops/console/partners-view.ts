@@ -6,8 +6,10 @@
 import type { Config, DispatchConfig, FlatDestination } from "../../config.ts";
 import { toDestination } from "../../config.ts";
 import { redactUrl } from "../../destinations/destination.ts";
+import { mergeProfile as merge } from "../../partners/directory.ts";
 import type { Pause } from "../../partners/partner-limits.ts";
 import type { PartnerSnapshot } from "../../service.ts";
+import { PARTNER_SORTS, type PartnerSort } from "../partner-order.ts";
 import { type Refusal, refuse, shown, strictParams } from "./http.ts";
 
 /** What the console filters by: the snapshot's states, and `paused` (by an operator) over them. */
@@ -70,23 +72,8 @@ export function partnerRows(
   return rows;
 }
 
-const byAccount = (a: PartnerRow, b: PartnerRow) =>
-  a.account < b.account ? -1 : a.account > b.account ? 1 : 0;
-
-/** Each order ends on the account, so the pages of an unchanged set never overlap or skip. */
-export const SORTS = {
-  held: (a: PartnerRow, b: PartnerRow) =>
-    b.buffered + b.inFlight - (a.buffered + a.inFlight) || byAccount(a, b),
-  oldest: (a: PartnerRow, b: PartnerRow) => {
-    const x = a.oldestBufferedAgeMs;
-    const y = b.oldestBufferedAgeMs;
-    if (x === undefined || y === undefined) return x === y ? byAccount(a, b) : x === undefined ? 1 : -1;
-    return y - x || byAccount(a, b);
-  },
-  account: byAccount,
-} satisfies Record<string, (a: PartnerRow, b: PartnerRow) => number>;
-
-export type SortKey = keyof typeof SORTS;
+export const SORTS = PARTNER_SORTS;
+export type SortKey = PartnerSort;
 
 export const PAGE = { defaultLimit: 50, maxLimit: 500 } as const;
 
@@ -206,20 +193,6 @@ export interface PartnerProfileView {
   /** Has an entry of its own under partners.accounts / partners.file. */
   overridden: boolean;
   queues: QueueProfile[];
-}
-
-/** `base` with the fields `override` sets; nested objects merged one level (as partners.ts does). */
-function merge<T extends object>(base: T, override: Partial<T> | undefined): T {
-  if (!override) return { ...base };
-  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
-  for (const [key, value] of Object.entries(override)) {
-    const current = out[key];
-    out[key] =
-      typeof value === "object" && value !== null && typeof current === "object" && current !== null
-        ? { ...current, ...value }
-        : value;
-  }
-  return out as T;
 }
 
 const unlimited = (n: number) => (n > 0 ? String(n) : "unlimited");
