@@ -17,10 +17,14 @@
  *                            `config id=<id>` block they set up
  *   cli [run] [exit=<code>] [prints="a; b"]
  *                            each `npx octorelay <command> …` line: its options appear in
- *                            `<command> --help`; with `run`, it runs as written (in a directory
+ *                            `<command> --help` (`<group> <action> --help` for a group such as
+ *                            `partners pause`); with `run`, it runs as written (in a directory
  *                            holding handlers/ and the files that blocks with file=<name> give),
  *                            exits with <code> (0) and prints each of "a; b"
  *   handler-test file=<path> a test of a handler, written at <path> beside handlers/, run with vitest
+ *   fixture-test file=test/<dir>/<name>.test.ts
+ *                            an integration test on the fixtures of test/helpers/fixtures.ts, written
+ *                            at <path> beside the repository's test/helpers, run with vitest
  *   refusal config='<json>' [command=start] [exit=2]
  *                            the block is what `octorelay <command> --config <that file>` prints on
  *                            stderr, exactly, and it exits with <code>
@@ -32,7 +36,16 @@
  */
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -84,6 +97,7 @@ const KINDS = [
   "aws-setup",
   "cli",
   "handler-test",
+  "fixture-test",
   "refusal",
   "illustration",
   "config-table",
@@ -154,7 +168,9 @@ function tempFile(name: string, content: string): string {
 
 /** Every block that names a file (file=<path>) but a handler's, written where the docs say it is. */
 function writeExampleFiles(): void {
-  for (const block of marked.filter((b) => b.attrs.file && b.kind !== "handler")) {
+  for (const block of marked.filter(
+    (b) => b.attrs.file && b.kind !== "handler" && b.kind !== "fixture-test",
+  )) {
     const file = join(scratch, block.attrs.file as string);
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, block.code);
@@ -348,8 +364,12 @@ describe("docs: octorelay commands", () => {
     expect(commands.length, `${where}: npx octorelay commands`).toBeGreaterThan(0);
     writeExampleFiles();
     for (const { env, args, text } of commands) {
-      const [command = ""] = args;
-      const help = await octorelay([command, "--help"], scratch);
+      const [first = "", second] = args;
+      let help = await octorelay([first, "--help"], scratch);
+      // A group (`partners`, `dead-letters`): the options are its action's.
+      const group = /^actions:$/m.test(help.stdout) && second !== undefined && !second.startsWith("-");
+      const command = group ? `${first} ${second}` : first;
+      if (group) help = await octorelay([first, second, "--help"], scratch);
       expect(help.code, `${text}: octorelay ${command} --help exits 0 (${help.stderr.trim()})`).toBe(0);
       for (const option of args.filter((a) => a.startsWith("--") && a !== "--help")) {
         expect(
@@ -397,6 +417,42 @@ describe("docs: handler tests", () => {
         child.on("exit", (code) => done({ code, output }));
       });
       expect(run.code, `${where}: vitest run ${block.attrs.file}:\n${run.output}`).toBe(0);
+      expect(run.output).toMatch(/Tests\s+\d+ passed/);
+    },
+  );
+});
+
+describe("docs: integration tests on the fixtures", () => {
+  it.each(ofKind("fixture-test").map((b) => [b.at, b] as const))(
+    "%s passes under vitest",
+    async (where, block) => {
+      const file = block.attrs.file;
+      if (!file || !/^test\/[\w-]+\/[\w.-]+\.test\.ts$/.test(file))
+        throw new Error(`${where}: fixture-test needs file=test/<dir>/<name>.test.ts`);
+      // Beside a link to the repository's helpers, so its `../helpers/…` imports resolve as written.
+      const dir = join(scratch, "fixture-tests");
+      mkdirSync(join(dir, dirname(file)), { recursive: true });
+      rmSync(join(dir, "test", "helpers"), { force: true });
+      symlinkSync(at("test/helpers"), join(dir, "test", "helpers"), "dir");
+      writeFileSync(join(dir, file), block.code);
+      const vitest = at("node_modules/vitest/vitest.mjs");
+      const run = await new Promise<{ code: number | null; output: string }>((done, fail) => {
+        const child = spawn(
+          process.execPath,
+          [vitest, "run", file, "--root", dir, "--testTimeout", "60000", "--hookTimeout", "30000"],
+          {
+            cwd: dir,
+            env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", NO_COLOR: "1" },
+            stdio: ["ignore", "pipe", "pipe"],
+          },
+        );
+        let output = "";
+        child.stdout.setEncoding("utf8").on("data", (c: string) => (output += c));
+        child.stderr.setEncoding("utf8").on("data", (c: string) => (output += c));
+        child.on("error", fail);
+        child.on("exit", (code) => done({ code, output }));
+      });
+      expect(run.code, `${where}: vitest run ${file}:\n${run.output}`).toBe(0);
       expect(run.output).toMatch(/Tests\s+\d+ passed/);
     },
   );
