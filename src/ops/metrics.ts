@@ -2,16 +2,18 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { OpsConfig } from "../config.ts";
-import type { RelayStats } from "../pipeline/stats.ts";
+import type { RelayCounters } from "../pipeline/counters.ts";
 import type { Service } from "../service.ts";
 
 type Read = () => Iterable<[Record<string, string>, number]>;
 const OTHER = "_other";
 
 /**
- * Prometheus metrics for a running service. Counters are read from each relay's stats when scraped
- * (nothing on the hot path); timings arrive through the stats observer; AWS calls are counted by SDK
- * middleware. Per-partner series are bounded: the top N partners by what they hold, plus the listed
+ * Prometheus metrics for a running service, from each relay's events (src/pipeline/events.ts). The
+ * per-queue totals are the relay's counters (a subscriber kept since the relay was built, so they are
+ * whole however late this is built, and equal to what the console shows), read when scraped; the
+ * labelled flush counter and the histograms are updated by this object's own listeners. AWS calls
+ * are counted by SDK middleware, per client: a client serves every queue. Per-partner series are bounded: the top N partners by what they hold, plus the listed
  * ones, get their own `account` label; all others are summed under account="_other".
  */
 export class Metrics {
@@ -24,11 +26,11 @@ export class Metrics {
   constructor(service: Service, options: Pick<OpsConfig, "partnerMetricsTop" | "partnerMetricsAccounts">) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: "octorelay_process_" });
-    const perQueue = (pick: (s: RelayStats) => number): Read =>
+    const perQueue = (pick: (s: Readonly<RelayCounters>) => number): Read =>
       function* () {
         for (const relay of service.relays) yield [{ queue: relay.options.name }, pick(relay.stats)];
       };
-    const counters: [string, string, (s: RelayStats) => number][] = [
+    const counters: [string, string, (s: Readonly<RelayCounters>) => number][] = [
       ["messages_received_total", "Messages received from SQS.", (s) => s.received],
       ["messages_handled_total", "Messages whose handler returned.", (s) => s.handled],
       [
@@ -145,17 +147,16 @@ export class Metrics {
     });
     for (const relay of service.relays) {
       const queue = relay.options.name;
-      relay.stats.observer = {
-        handlerDone: (seconds, outcome) => handlerSeconds.observe({ queue, outcome }, seconds),
-        flushDone: (destination, outcome, seconds, records, bytes) => {
-          flushes.inc({ queue, destination, outcome });
-          flushSeconds.observe({ destination, outcome }, seconds);
-          if (outcome !== "failed") {
-            flushRecords.observe({ destination }, records);
-            flushBytes.observe({ destination }, bytes);
-          }
-        },
-      };
+      relay.events.on("handled", (e) => handlerSeconds.observe({ queue, outcome: e.outcome }, e.seconds));
+      relay.events.on("flushed", (e) => {
+        const { destination, outcome } = e;
+        flushes.inc({ queue, destination, outcome });
+        flushSeconds.observe({ destination, outcome }, e.seconds);
+        if (outcome !== "failed") {
+          flushRecords.observe({ destination }, e.records);
+          flushBytes.observe({ destination }, e.bytes);
+        }
+      });
     }
 
     // One snapshot of the partners serves every partner metric of a scrape (they are collected one

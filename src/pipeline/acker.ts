@@ -1,13 +1,16 @@
 import { EventEmitter } from "node:events";
 import type { Message, SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
+import type { RelayEventSink, ReleasedCause } from "./events.ts";
 import { type EntryResult, SqsEntryBatcher } from "./sqs-entry-batcher.ts";
-import type { RelayStats } from "./stats.ts";
 
 /** SQS caps a message's visibility at 12 hours from its receive. */
 const MAX_VISIBILITY_MS = 12 * 60 * 60 * 1000;
 /** How long a partial delete batch waits for company before it is sent. */
 const DELETE_LINGER_MS = 5;
+
+/** The payload of every single delete: nothing allocated per message deleted. */
+const ONE_DELETED = Object.freeze({ count: 1 });
 
 /** A received message on its way to deletion: held once, whatever copy of it came in last. */
 export interface Ticket {
@@ -44,7 +47,7 @@ type Change = { ticket: Ticket; visibilitySec: number; kind: "extend" | "release
  */
 export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   readonly #log: Logger;
-  readonly #stats: RelayStats;
+  readonly #events: RelayEventSink;
   readonly #options: AckerOptions;
   readonly #held = new Map<string, Ticket>();
   /** Cuts retries short at stop(). */
@@ -58,12 +61,12 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   /** While set, releases are queued but not sent (see holdReleases). */
   #releasesHeld = false;
 
-  constructor(deps: { sqs: SQSClient; log: Logger; stats: RelayStats }, options: AckerOptions) {
+  constructor(deps: { sqs: SQSClient; log: Logger; events: RelayEventSink }, options: AckerOptions) {
     super();
     this.#log = deps.log.child({ component: "acker" });
-    this.#stats = deps.stats;
+    this.#events = deps.events;
     this.#options = options;
-    const batcherDeps = { sqs: deps.sqs, log: this.#log, stats: deps.stats, signal: this.#abort.signal };
+    const batcherDeps = { sqs: deps.sqs, log: this.#log, events: deps.events, signal: this.#abort.signal };
     this.#deletes = new SqsEntryBatcher(batcherDeps, {
       operation: "DeleteMessageBatch",
       queueUrl: options.queueUrl,
@@ -136,7 +139,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
       existing.receiptHandle = message.ReceiptHandle as string;
       existing.receivedAtMs = nowMs;
       existing.visibleUntilMs = visibleUntilMs;
-      this.#stats.duplicatesHeld++;
+      this.#events.emit("duplicate", { messageId: id });
       return undefined;
     }
     const ticket: Ticket = {
@@ -177,14 +180,14 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
 
   /**
    * Gives the message back to SQS: it becomes visible again after `delaySec` (0 = at once) and
-   * another receive (here or on another replica) handles it.
+   * another receive (here or on another replica) handles it. `cause` is what telemetry reports.
    */
-  release(ticket: Ticket, delaySec: number): void {
+  release(ticket: Ticket, delaySec: number, cause: ReleasedCause): void {
     if (ticket.state !== "held") return;
     this.#releasesInFlight++;
     this.#releasesInFlightBytes += ticket.bytes;
     this.#forget(ticket);
-    this.#stats.released++;
+    this.#events.emit("released", { count: 1, cause });
     this.#changes.add({ ticket, visibilitySec: Math.max(0, Math.round(delaySec)), kind: "release" });
   }
 
@@ -207,7 +210,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   /** Releases everything still held (shutdown deadline). */
   releaseAll(delaySec: number): number {
     const held = [...this.#held.values()].filter((t) => t.state === "held");
-    for (const t of held) this.release(t, delaySec);
+    for (const t of held) this.release(t, delaySec, "stopping");
     return held.length;
   }
 
@@ -244,15 +247,17 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
   /** Heartbeat: every held message whose visibility ends within half a timeout gets a full one more. */
   #extendExpiring(nowMs = Date.now()): void {
     const timeoutMs = this.#options.visibilityTimeoutSec * 1000;
+    let extended = 0;
     for (const ticket of this.#held.values()) {
       if (ticket.visibleUntilMs - nowMs > timeoutMs / 2) continue;
       const leftMs = ticket.receivedAtMs + MAX_VISIBILITY_MS - nowMs;
       const visibilitySec = Math.floor(Math.min(timeoutMs, leftMs) / 1000);
       if (visibilitySec <= 0) continue;
       ticket.visibleUntilMs = nowMs + visibilitySec * 1000;
-      this.#stats.visibilityExtended++;
+      extended++;
       this.#changes.add({ ticket, visibilitySec, kind: "extend" });
     }
+    if (extended > 0) this.#events.emit("extended", { count: extended });
   }
 
   /** A heartbeat for a message no longer held is moot; a release waits while releases are held. */
@@ -269,7 +274,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
         { messageId: ticket.id, code: result.failure.code, reason: result.failure.message },
         "delete failed for good; the message will be redelivered",
       );
-      this.#stats.deleteFailures++;
+      this.#events.emit("delete-failed", { messageId: ticket.id, code: result.failure.code });
       this.#forget(ticket);
       return;
     }
@@ -279,7 +284,7 @@ export class Acker extends EventEmitter<{ free: []; releaseAnswered: [] }> {
       this.#deletes.add(ticket);
       return;
     }
-    this.#stats.deleted++;
+    this.#events.emit("deleted", ONE_DELETED);
     this.#forget(ticket);
   }
 }

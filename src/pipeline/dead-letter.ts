@@ -5,8 +5,8 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
+import { type RelayEventSink, SQS_CALL } from "./events.ts";
 import { SQS_MAX_MESSAGE_BYTES } from "./poller.ts";
-import type { RelayStats } from "./stats.ts";
 
 /** SQS allows at most 10 message attributes; ours take three, the sender's keep the rest. */
 const SQS_MAX_ATTRIBUTES = 10;
@@ -156,13 +156,13 @@ export function fitDeadLetter(input: {
 export class DeadLetter {
   readonly #sqs: SQSClient;
   readonly #log: Logger;
-  readonly #stats: RelayStats;
+  readonly #events: RelayEventSink;
   readonly #options: DeadLetterOptions;
 
-  constructor(deps: { sqs: SQSClient; log: Logger; stats: RelayStats }, options: DeadLetterOptions) {
+  constructor(deps: { sqs: SQSClient; log: Logger; events: RelayEventSink }, options: DeadLetterOptions) {
     this.#sqs = deps.sqs;
     this.#log = deps.log.child({ component: "dead-letter" });
-    this.#stats = deps.stats;
+    this.#events = deps.events;
     this.#options = options;
   }
 
@@ -189,14 +189,17 @@ export class DeadLetter {
       );
       return false;
     }
-    if (!dead.withReason) {
-      this.#stats.deadLetterWithoutReason++;
+    const fit = !dead.withReason
+      ? "without-reason"
+      : dead.reasonShortened || dead.dropped.length > 0
+        ? "trimmed"
+        : "whole";
+    if (fit === "without-reason") {
       this.#log.error(
         { messageId, reason, bytes: dead.bytes, maxBytes, dropped: dead.dropped },
         "the body leaves no room under the size limit for octorelay attributes: dead-lettering it without them; the reason is only in this log",
       );
-    } else if (dead.reasonShortened || dead.dropped.length > 0) {
-      this.#stats.deadLetterTrimmed++;
+    } else if (fit === "trimmed") {
       this.#log.warn(
         {
           messageId,
@@ -217,11 +220,12 @@ export class DeadLetter {
           ...(Object.keys(dead.attributes).length > 0 ? { MessageAttributes: dead.attributes } : {}),
         }),
       );
-      this.#stats.deadLettered++;
+      this.#events.emit("sqs-call", SQS_CALL.SendMessage.ok);
+      this.#events.emit("dead-lettered", { reason, fit });
       this.#log.warn({ messageId, reason }, "message dead-lettered");
       return true;
     } catch (err) {
-      this.#stats.sqsCalls.errors++;
+      this.#events.emit("sqs-call", SQS_CALL.SendMessage.error);
       this.#log.error({ err, messageId }, "could not dead-letter the message; it will be retried");
       return false;
     }

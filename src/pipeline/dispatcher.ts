@@ -5,7 +5,7 @@ import { type DeliveryEvents, DeliveryStack } from "../delivery/stack.ts";
 import type { Batch, Destination } from "../destinations/destination.ts";
 import type { DeliveryError } from "../errors.ts";
 import type { Partner } from "../partners/partner.ts";
-import type { RelayStats } from "./stats.ts";
+import type { RelayEventSink } from "./events.ts";
 import type { TickWheel } from "./tick-wheel.ts";
 
 /** Batch ids: time, then a random id per process and a counter, unique without a random draw per batch. */
@@ -26,7 +26,7 @@ export interface DispatcherDeps<T> {
   log: Logger;
   /** Shared timer for the flush ticks; without one, each dispatcher keeps its own. */
   ticker?: TickWheel;
-  stats: RelayStats;
+  events: RelayEventSink;
   /** Where the owner of the tickets hears what became of them. */
   outcomes: DeliveryOutcomes<T>;
   /** The dispatcher stopped itself; the router forgets it in the same tick. */
@@ -263,14 +263,14 @@ export class Dispatcher<T> {
         this.#deps.outcomes.rejected(tickets, result.error);
         return;
       case "parked":
-        this.#deps.stats.parkedRecords += tickets.length;
-        this.#deps.stats.observer.flushDone(
-          "park",
-          "parked",
-          0,
-          result.batch.lines.length,
-          result.batch.bytes,
-        );
+        this.#deps.events.emit("flushed", {
+          destination: "park",
+          outcome: "parked",
+          seconds: 0,
+          records: result.batch.lines.length,
+          bytes: result.batch.bytes,
+        });
+        this.#deps.events.emit("parked", { records: tickets.length });
         this.#deps.outcomes.parked?.(result.batch);
         log.warn(
           { err: result.error, batchId: batch.batchId, records: tickets.length },
@@ -291,19 +291,18 @@ export class Dispatcher<T> {
 
   /** Metrics and logs at each try, for every batch of this dispatcher; built with its stack. */
   #observe(): DeliveryEvents {
-    const stats = this.#deps.stats;
-    const kind = this.#stack.kind;
+    const events = this.#deps.events;
+    const destination = this.#stack.kind;
     return {
-      tried: (batch, result, seconds) => {
-        stats.observer.flushDone(kind, result, seconds, batch.lines.length, batch.bytes);
-        if (result === "failed") {
-          stats.flushFailures++;
-          return;
-        }
-        stats.flushes++;
-        stats.flushedRecords += batch.lines.length;
-        stats.flushedBytes += batch.bytes;
-        this.#lastError = undefined;
+      tried: (batch, outcome, seconds) => {
+        events.emit("flushed", {
+          destination,
+          outcome,
+          seconds,
+          records: batch.lines.length,
+          bytes: batch.bytes,
+        });
+        if (outcome === "delivered") this.#lastError = undefined;
       },
       failed: (batch, error, { attempt, retryInMs, quiet }) => {
         this.#lastError = error.message;

@@ -3,6 +3,7 @@ import { extname } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { Piscina } from "piscina";
+import type { RelayEventSink } from "./events.ts";
 import type { HandlerOutcome, HandlerTask, HandlerWorkerData, ProbeTask } from "./handler-worker.ts";
 
 /** Past its timeout, a handler gets this long to notice its aborted signal before its thread is killed. */
@@ -14,8 +15,6 @@ const WORKER_FILE = fileURLToPath(
 );
 
 export interface HandlerPoolOptions {
-  /** Told how long each handler ran and how it ended. */
-  onHandled?: (seconds: number, outcome: string) => void;
   queue: string;
   handlerPath: string;
   /** Handlers running at once, across all threads; never exceeded. */
@@ -40,15 +39,18 @@ interface Waiting {
 export class HandlerPool extends EventEmitter<{ free: [] }> {
   readonly #options: HandlerPoolOptions;
   readonly #log: Logger;
+  readonly #events: RelayEventSink;
   #piscina: Piscina<HandlerTask | ProbeTask, HandlerOutcome>;
   readonly #waiting: Waiting[] = [];
   #running = 0;
   #idle: (() => void)[] = [];
 
-  constructor(deps: { log: Logger }, options: HandlerPoolOptions) {
+  /** `events` hears how long each handler ran and how it ended ("handled"). */
+  constructor(deps: { log: Logger; events: RelayEventSink }, options: HandlerPoolOptions) {
     super();
     this.#options = options;
     this.#log = deps.log.child({ component: "handler-pool" });
+    this.#events = deps.events;
     this.#piscina = this.#createPiscina();
   }
 
@@ -139,7 +141,11 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
   async #execute(task: HandlerTask): Promise<HandlerOutcome> {
     const startedMs = performance.now();
     const outcome = await this.#run(task);
-    this.#options.onHandled?.((performance.now() - startedMs) / 1000, outcome.kind);
+    this.#events.emit("handled", {
+      outcome: outcome.kind,
+      seconds: (performance.now() - startedMs) / 1000,
+      outputs: outcome.kind === "ok" ? outcome.outputs.length : 0,
+    });
     return outcome;
   }
 

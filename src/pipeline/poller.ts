@@ -1,7 +1,7 @@
 import { type Message, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "pino";
 import { backoffMs } from "../backoff.ts";
-import type { RelayStats } from "./stats.ts";
+import { type RelayEventSink, SQS_CALL } from "./events.ts";
 
 /** SQS's largest message (body plus attributes): the most one received body can weigh, bytes. */
 export const SQS_MAX_MESSAGE_BYTES = 1_048_576;
@@ -102,7 +102,7 @@ export function nextReceiveSize(s: DemandState): number {
 export class Poller {
   readonly #sqs: SQSClient;
   readonly #log: Logger;
-  readonly #stats: RelayStats;
+  readonly #events: RelayEventSink;
   readonly #demand: DemandSource;
   readonly #onMessages: (messages: Message[]) => void;
   readonly #onLate: (messages: Message[]) => void;
@@ -123,7 +123,7 @@ export class Poller {
     deps: {
       sqs: SQSClient;
       log: Logger;
-      stats: RelayStats;
+      events: RelayEventSink;
       demand: DemandSource;
       onMessages: (messages: Message[]) => void;
       /**
@@ -136,7 +136,7 @@ export class Poller {
   ) {
     this.#sqs = deps.sqs;
     this.#log = deps.log.child({ component: "poller" });
-    this.#stats = deps.stats;
+    this.#events = deps.events;
     this.#demand = deps.demand;
     this.#onMessages = deps.onMessages;
     this.#onLate = deps.onLate;
@@ -216,13 +216,17 @@ export class Poller {
     }
   }
 
-  #learnSizes(messages: Message[]): void {
+  /** Updates the size estimate; returns the messages' body bytes. */
+  #learnSizes(messages: Message[]): number {
+    let total = 0;
     for (const m of messages) {
       const bytes = Buffer.byteLength(m.Body ?? "", "utf8");
+      total += bytes;
       const rate = bytes > this.#messageBytes ? ESTIMATE_UP : ESTIMATE_DOWN;
       // At least 1 byte: the estimate divides the byte room.
       this.#messageBytes = Math.max(1, this.#messageBytes + (bytes - this.#messageBytes) * rate);
     }
+    return total;
   }
 
   #receive(count: number): void {
@@ -244,14 +248,13 @@ export class Poller {
       )
       .then(
         (out) => {
-          this.#stats.sqsCalls.receiveMessage++;
+          this.#events.emit("sqs-call", SQS_CALL.ReceiveMessage.ok);
           this.#errors = 0;
           this.#requested -= count;
           this.#requestedBytes -= bytes;
           const messages = out.Messages ?? [];
           if (messages.length === 0) return;
-          this.#stats.received += messages.length;
-          this.#learnSizes(messages);
+          this.#events.emit("received", { count: messages.length, bytes: this.#learnSizes(messages) });
           if (this.#running) this.#onMessages(messages);
           else this.#onLate(messages);
         },
@@ -259,7 +262,7 @@ export class Poller {
           this.#requested -= count;
           this.#requestedBytes -= bytes;
           if (this.#abort.signal.aborted) return;
-          this.#stats.sqsCalls.errors++;
+          this.#events.emit("sqs-call", SQS_CALL.ReceiveMessage.error);
           this.#errors++;
           const delayMs = backoffMs(this.#errors, 200, 20_000);
           this.#backoffUntilMs = Date.now() + delayMs;

@@ -3,14 +3,15 @@ import type { Logger } from "pino";
 import type { QueueConfig } from "../config.ts";
 import type { PartnerDirectory } from "../partners/directory.ts";
 import { Acker, type Ticket } from "./acker.ts";
+import { countEvents, type RelayCounters } from "./counters.ts";
 import { DeadLetter } from "./dead-letter.ts";
-import { HandlerPool, type PoolOutcome } from "./handler-pool.ts";
+import { RelayEventEmitter } from "./events.ts";
+import { HandlerPool } from "./handler-pool.ts";
 import type { HandlerTask } from "./handler-worker.ts";
 import { type Decision, decide, type MessageOutcome, type QueuePolicy } from "./message-policy.ts";
 import { Poller } from "./poller.ts";
 import { type ResolvedQueue, resolveQueue } from "./queue-resolution.ts";
 import { type DeliveryOutcomes, Router } from "./router.ts";
-import { newRelayStats, type RelayStats } from "./stats.ts";
 
 /** `maxUnackedBytes` when the config does not give one: 64 MiB of bodies held per queue. */
 export const DEFAULT_MAX_UNACKED_BYTES = 64 * 1024 * 1024;
@@ -40,7 +41,10 @@ interface Running {
  * by `decide` (message-policy.ts); the relay carries the decisions out.
  */
 export class Relay {
-  readonly stats: RelayStats = newRelayStats();
+  /** What the stages report as they work; telemetry subscribes here (src/ops/metrics.ts). */
+  readonly events: RelayEventEmitter;
+  /** Totals since the relay was built, kept by a subscriber to `events` (counters.ts). */
+  readonly stats: Readonly<RelayCounters>;
   readonly options: QueueConfig;
   readonly #deps: RelayDeps;
   readonly #log: Logger;
@@ -56,10 +60,14 @@ export class Relay {
     this.#deps = deps;
     this.options = options;
     this.#log = deps.log.child({ queue: options.name });
+    this.events = new RelayEventEmitter({
+      onListenerError: (err, event) => this.#log.error({ err, event }, "a telemetry listener threw"),
+    });
+    this.stats = countEvents(this.events);
     // Queue objects built by hand (tests, the demo) may leave it out.
     this.maxUnackedBytes = options.maxUnackedBytes ?? DEFAULT_MAX_UNACKED_BYTES;
     this.#pool = new HandlerPool(
-      { log: this.#log },
+      { log: this.#log, events: this.events },
       {
         queue: options.name,
         handlerPath: options.handlerPath,
@@ -67,7 +75,6 @@ export class Relay {
         threads: options.threads,
         prefetch: options.prefetch,
         handlerTimeoutMs: options.handlerTimeoutMs,
-        onHandled: (seconds, outcome) => this.stats.observer.handlerDone(seconds, outcome),
       },
     );
   }
@@ -131,11 +138,11 @@ export class Relay {
     }
     await this.#pool.start();
     const acker = new Acker(
-      { sqs, log, stats: this.stats },
+      { sqs, log, events: this.events },
       { queue: o.name, queueUrl: queue.queueUrl, visibilityTimeoutSec: o.visibilityTimeoutSec },
     );
     const deadLetter = new DeadLetter(
-      { sqs, log, stats: this.stats },
+      { sqs, log, events: this.events },
       {
         queue: o.name,
         deadLetterQueueUrl: queue.deadLetterQueueUrl,
@@ -173,7 +180,7 @@ export class Relay {
         park: partners.park,
         onForgotten: (account) => partners.detach(account),
         log,
-        stats: this.stats,
+        events: this.events,
         outcomes,
       },
       { queue: o.name },
@@ -183,7 +190,7 @@ export class Relay {
       {
         sqs,
         log,
-        stats: this.stats,
+        events: this.events,
         demand: {
           // A release counts until SQS has answered it: until then the message is still ours there.
           room: () =>
@@ -290,8 +297,7 @@ export class Relay {
       const ticket = acker.track(message);
       // A copy of a message held already refreshed its receipt handle; the drain deals with it.
       if (!ticket) continue;
-      this.stats.releasedAfterStop++;
-      acker.release(ticket, 0);
+      acker.release(ticket, 0, "after-stop");
     }
   }
 
@@ -304,7 +310,7 @@ export class Relay {
       this.#handling++;
       void this.#pool
         .run(toTask(message, ticket, receivedAt))
-        .then((outcome) => this.#handlerDone(running, ticket, outcome))
+        .then((outcome) => this.#act(running, ticket, outcome))
         .finally(() => {
           this.#handling--;
           if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
@@ -318,16 +324,6 @@ export class Relay {
   }
 
   /** Resolves once the message is routed, released or dead-lettered. */
-  #handlerDone(running: Running, ticket: Ticket, outcome: PoolOutcome): Promise<void> {
-    if (outcome.kind === "ok") {
-      this.stats.handled++;
-      this.stats.outputs += outcome.outputs.length;
-    } else if (outcome.kind !== "cancelled") {
-      this.stats.handlerFailures++;
-    }
-    return this.#act(running, ticket, outcome);
-  }
-
   /** Decides what becomes of the message and does it. */
   async #act(running: Running, ticket: Ticket, outcome: MessageOutcome): Promise<void> {
     const { acker, router, deadLetter, policy } = running;
@@ -338,21 +334,21 @@ export class Relay {
         for (const output of decision.outputs) router.route(output.account, output.line, ticket);
         return;
       case "shed":
-        this.stats.shed++;
+        this.events.emit("shed", { account: decision.account });
         this.#log.debug(
           { messageId: ticket.id, account: decision.account, delaySec: decision.delaySec },
           "partner holds its share; message shed",
         );
-        acker.release(ticket, decision.delaySec);
+        acker.release(ticket, decision.delaySec, "shed");
         return;
       case "release":
         this.#logRelease(ticket, decision);
-        acker.release(ticket, decision.delaySec);
+        acker.release(ticket, decision.delaySec, decision.cause);
         return;
       case "dead-letter":
         // If it cannot be sent now, it comes back later and is tried again.
         if (await deadLetter.send(ticket.message, decision.reason)) acker.done(ticket);
-        else acker.release(ticket, decision.retryDelaySec);
+        else acker.release(ticket, decision.retryDelaySec, "dead-letter-failed");
         return;
     }
   }

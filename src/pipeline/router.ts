@@ -6,7 +6,7 @@ import { type DeliveryOutcomes, Dispatcher, type DispatcherDeps } from "./dispat
 export type { DeliveryOutcomes } from "./dispatcher.ts";
 
 import type { Partner } from "../partners/partner.ts";
-import type { RelayStats } from "./stats.ts";
+import type { RelayEventSink } from "./events.ts";
 import { TickWheel } from "./tick-wheel.ts";
 
 /** What a dispatcher for one account runs with: its profile and its partner's shared limits. */
@@ -25,7 +25,7 @@ export interface RouterDeps<T> {
   onForgotten?(account: string): void;
   park: Destination;
   log: Logger;
-  stats: RelayStats;
+  events: RelayEventSink;
   /** Where the owner of the tickets hears what became of them. */
   outcomes: DeliveryOutcomes<T>;
 }
@@ -47,7 +47,7 @@ export class Router<T> {
     this.#dispatcherDeps = {
       park: deps.park,
       log: deps.log,
-      stats: deps.stats,
+      events: deps.events,
       outcomes: deps.outcomes,
       onStopped: (stopped) => this.#forget(stopped),
       ...(deps.ticker === null ? {} : { ticker: deps.ticker ?? new TickWheel() }),
@@ -100,7 +100,7 @@ export class Router<T> {
   }
 
   #spawn(account: string): Dispatcher<T> {
-    this.#deps.stats.dispatchersSpawned++;
+    this.#deps.events.emit("dispatcher-spawned", { account });
     const route = this.#deps.resolve(account);
     this.#deps.log.debug({ component: "dispatcher", account }, "dispatcher spawned");
     return new Dispatcher<T>(this.#dispatcherDeps, {

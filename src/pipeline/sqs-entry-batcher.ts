@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import { backoffMs } from "../backoff.ts";
 import { BatchEntryError } from "../errors.ts";
 import { sleep } from "../sleep.ts";
-import type { RelayStats } from "./stats.ts";
+import { type RelayEventSink, SQS_CALL } from "./events.ts";
 
 /** SQS takes at most 10 entries per batch call. */
 export const SQS_MAX_BATCH_ENTRIES = 10;
@@ -48,11 +48,6 @@ const CALLS: { [Op in SqsBatchOperation]: Call<Op> } = {
     sqs.send(new DeleteMessageBatchCommand({ QueueUrl, Entries }), { abortSignal }),
   ChangeMessageVisibilityBatch: (sqs, QueueUrl, Entries, abortSignal) =>
     sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl, Entries }), { abortSignal }),
-};
-
-const STAT: { [Op in SqsBatchOperation]: keyof RelayStats["sqsCalls"] } = {
-  DeleteMessageBatch: "deleteMessageBatch",
-  ChangeMessageVisibilityBatch: "changeMessageVisibilityBatch",
 };
 
 /** Why an entry was given up on. */
@@ -94,7 +89,7 @@ interface Queued<T> {
 export class SqsEntryBatcher<T, Op extends SqsBatchOperation> {
   readonly #sqs: SQSClient;
   readonly #log: Logger;
-  readonly #stats: RelayStats;
+  readonly #events: RelayEventSink;
   readonly #signal: AbortSignal;
   readonly #options: SqsEntryBatcherOptions<T, Op>;
   readonly #call: Call<Op>;
@@ -108,12 +103,12 @@ export class SqsEntryBatcher<T, Op extends SqsBatchOperation> {
   #idle: (() => void)[] = [];
 
   constructor(
-    deps: { sqs: SQSClient; log: Logger; stats: RelayStats; signal: AbortSignal },
+    deps: { sqs: SQSClient; log: Logger; events: RelayEventSink; signal: AbortSignal },
     options: SqsEntryBatcherOptions<T, Op>,
   ) {
     this.#sqs = deps.sqs;
     this.#log = deps.log;
-    this.#stats = deps.stats;
+    this.#events = deps.events;
     this.#signal = deps.signal;
     this.#options = options;
     this.#call = CALLS[options.operation];
@@ -180,7 +175,7 @@ export class SqsEntryBatcher<T, Op extends SqsBatchOperation> {
         sent.map((s) => s.entry),
         this.#signal,
       );
-      this.#stats.sqsCalls[STAT[operation]]++;
+      this.#events.emit("sqs-call", SQS_CALL[operation].ok);
       for (const f of out.Failed ?? []) {
         failures.set(f.Id ?? "", {
           code: codeOf(f.Code ?? "Unknown"),
@@ -189,7 +184,7 @@ export class SqsEntryBatcher<T, Op extends SqsBatchOperation> {
         });
       }
     } catch (err) {
-      this.#stats.sqsCalls.errors++;
+      this.#events.emit("sqs-call", SQS_CALL[operation].error);
       const { name, message } = err instanceof Error ? err : new Error(String(err));
       for (const s of sent) failures.set(s.id, { code: codeOf(name), message, senderFault: false });
     }

@@ -8,7 +8,7 @@ import {
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Acker, type AckerOptions, type Ticket } from "../../src/pipeline/acker.ts";
-import { newRelayStats } from "../../src/pipeline/stats.ts";
+import { countedEvents } from "../helpers/relay-events.ts";
 
 const log = pino({ level: "silent" });
 
@@ -127,8 +127,8 @@ let stopAfter: (() => void) | undefined;
 
 function setup() {
   const sqs = new FakeSqs();
-  const stats = newRelayStats();
-  const acker = new Acker({ sqs: sqs.client, log, stats }, options);
+  const { events, stats } = countedEvents();
+  const acker = new Acker({ sqs: sqs.client, log, events }, options);
   let freed = 0;
   acker.on("free", () => {
     freed++;
@@ -262,7 +262,7 @@ describe("Acker.expect and delivered", () => {
     const { acker, sqs, stats, track, freed } = setup();
     const ticket = track("m1");
     acker.expect(ticket, 2);
-    acker.release(ticket, 0);
+    acker.release(ticket, 0, "handler-failed");
     acker.delivered(ticket);
     acker.delivered(ticket);
     await vi.advanceTimersByTimeAsync(LONG_MS);
@@ -419,15 +419,15 @@ describe("Acker ledger", () => {
     expect(freed()).toBe(1);
 
     // A release leaves at once, whatever SQS answers later.
-    acker.release(t1 as Ticket, 0);
+    acker.release(t1 as Ticket, 0, "handler-failed");
     expect(acker.unacked).toBe(2);
     expect(freed()).toBe(2);
 
     // Doing something twice to the same ticket frees it once.
-    acker.release(t1 as Ticket, 0);
+    acker.release(t1 as Ticket, 0, "handler-failed");
     acker.done(t1 as Ticket);
     acker.done(t2 as Ticket);
-    acker.release(t2 as Ticket, 0);
+    acker.release(t2 as Ticket, 0, "handler-failed");
     await vi.advanceTimersByTimeAsync(10);
     for (const h of sqs.held.splice(0)) h.answer();
     await flush();
@@ -441,9 +441,9 @@ describe("Acker ledger", () => {
   it("release() gives the message back after the delay asked, rounded, and forgets it", async () => {
     const { acker, sqs, stats, track } = setup();
     const [t0, t1, t2] = ["m0", "m1", "m2"].map((id) => track(id));
-    acker.release(t0 as Ticket, 2.6);
-    acker.release(t1 as Ticket, 0);
-    acker.release(t2 as Ticket, 29.4);
+    acker.release(t0 as Ticket, 2.6, "handler-failed");
+    acker.release(t1 as Ticket, 0, "handler-failed");
+    acker.release(t2 as Ticket, 29.4, "handler-failed");
     expect(stats.released).toBe(3);
     expect(acker.unacked).toBe(0);
     await flush();
@@ -456,7 +456,7 @@ describe("Acker ledger", () => {
     expect(stats.sqsCalls.changeMessageVisibilityBatch).toBe(1);
 
     // A ticket released once is not released again.
-    acker.release(t0 as Ticket, 5);
+    acker.release(t0 as Ticket, 5, "handler-failed");
     await vi.advanceTimersByTimeAsync(LONG_MS);
     expect(stats.released).toBe(3);
     expect(sqs.send).toHaveBeenCalledTimes(1);
@@ -602,8 +602,8 @@ describe("Acker heartbeat", () => {
     let rejections = 1;
     sqs.answer = () => (rejections-- > 0 ? new Error("throttled") : {});
     const [t0, t1] = ["m0", "m1"].map((id) => track(id));
-    acker.release(t0 as Ticket, 0);
-    acker.release(t1 as Ticket, 7);
+    acker.release(t0 as Ticket, 0, "handler-failed");
+    acker.release(t1 as Ticket, 7, "handler-failed");
     await vi.advanceTimersByTimeAsync(LONG_MS);
     expect(sqs.changes()).toHaveLength(2);
     expect(sqs.changes()[1]?.entries.map((e) => [e.ReceiptHandle, e.VisibilityTimeout])).toEqual([
@@ -631,7 +631,7 @@ describe("Acker.settle and stop", () => {
     };
     const [t0, t1] = ["m0", "m1"].map((id) => track(id));
     acker.done(t0 as Ticket); // still lingering: settle() sends it without waiting
-    acker.release(t1 as Ticket, 0);
+    acker.release(t1 as Ticket, 0, "handler-failed");
 
     let settled = false;
     void acker.settle().then(() => {
@@ -709,7 +709,7 @@ describe("Acker byte ledger (maxUnackedBytes)", () => {
     expect(acker.unackedBytes).toBe(1354);
 
     // Released: freed at once.
-    acker.release(wide, 0);
+    acker.release(wide, 0, "handler-failed");
     expect(acker.unackedBytes).toBe(350);
 
     // A delete that fails for good lets the message go, and its bytes.
@@ -732,8 +732,8 @@ describe("Acker.holdReleases (shutdown while long polls are open)", () => {
     const kept = track("kept");
     const [r0, r1, gone] = ["r0", "r1", "gone"].map((id) => track(id)) as Ticket[];
     acker.holdReleases();
-    acker.release(r0 as Ticket, 0);
-    acker.release(r1 as Ticket, 30);
+    acker.release(r0 as Ticket, 0, "handler-failed");
+    acker.release(r1 as Ticket, 30, "handler-failed");
     acker.done(gone as Ticket);
     // Released messages leave the ledger at once (demand and bytes are freed), but nothing is sent.
     expect(acker.unacked).toBe(2);
@@ -754,7 +754,7 @@ describe("Acker.holdReleases (shutdown while long polls are open)", () => {
       ["rh-r1", 30],
     ]);
     // From now on a release goes at once.
-    acker.release(kept, 0);
+    acker.release(kept, 0, "handler-failed");
     await flush();
     expect(handles(sqs.changes().slice(-1))).toEqual([kept.receiptHandle]);
     expect(sqs.changes().at(-1)?.entries[0]?.VisibilityTimeout).toBe(0);
@@ -763,7 +763,7 @@ describe("Acker.holdReleases (shutdown while long polls are open)", () => {
   it("settle() sends releases still held back, and resolves once they are answered", async () => {
     const { acker, sqs, track } = setup();
     acker.holdReleases();
-    acker.release(track("m0"), 0);
+    acker.release(track("m0"), 0, "handler-failed");
     await vi.advanceTimersByTimeAsync(LONG_MS);
     expect(sqs.changes()).toHaveLength(0);
     await acker.settle();
@@ -786,8 +786,8 @@ describe("Acker releases in flight", () => {
       return { Failed: failed(call, (h) => h === "rh-m1", "InternalError") };
     };
     const [t0, t1] = ["m0", "m1"].map((id) => track(id)) as Ticket[];
-    acker.release(t0 as Ticket, 0);
-    acker.release(t1 as Ticket, 0);
+    acker.release(t0 as Ticket, 0, "handler-failed");
+    acker.release(t1 as Ticket, 0, "handler-failed");
     // Out of the ledger at once, still SQS's in-flight messages of this process.
     expect(acker.unacked).toBe(0);
     expect(acker.releasesInFlight).toBe(2);
@@ -812,7 +812,7 @@ describe("Acker releases in flight", () => {
   it("stops counting a release that fails for good", async () => {
     const { acker, sqs, track } = setup();
     sqs.answer = (call) => ({ Failed: failed(call, () => true, "ReceiptHandleIsInvalid", true) });
-    acker.release(track("m0"), 0);
+    acker.release(track("m0"), 0, "handler-failed");
     await vi.advanceTimersByTimeAsync(LONG_MS);
     expect(sqs.changes()).toHaveLength(1);
     expect(acker.releasesInFlight).toBe(0);

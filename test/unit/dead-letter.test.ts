@@ -12,7 +12,7 @@ import {
   sqsMessageBytes,
   truncateUtf8,
 } from "../../src/pipeline/dead-letter.ts";
-import { newRelayStats } from "../../src/pipeline/stats.ts";
+import { countedEvents } from "../helpers/relay-events.ts";
 
 const MiB = 1_048_576;
 const DLQ_URL = "http://sqs.local/000000000000/orders-dlq";
@@ -76,9 +76,9 @@ function setup(options: { maxMessageBytes?: number; sqsMaxBytes?: number } = {})
   const sqs = fakeSqs(options.sqsMaxBytes ?? options.maxMessageBytes ?? MiB);
   const lines: Record<string, unknown>[] = [];
   const log = pino({ level: "debug" }, { write: (line: string) => lines.push(JSON.parse(line)) });
-  const stats = newRelayStats();
+  const { events, stats } = countedEvents();
   const deadLetter = new DeadLetter(
-    { sqs: sqs.client, log, stats },
+    { sqs: sqs.client, log, events },
     { queue: "orders", deadLetterQueueUrl: DLQ_URL, maxMessageBytes: options.maxMessageBytes },
   );
   return { deadLetter, sqs, stats, lines };

@@ -12,8 +12,8 @@ import { InMemoryPartnerLimits } from "../../src/partners/in-memory-limits.ts";
 import { Partner } from "../../src/partners/partner.ts";
 import { Dispatcher, type DispatcherDeps, type DispatcherOptions } from "../../src/pipeline/dispatcher.ts";
 import { Router } from "../../src/pipeline/router.ts";
-import { newRelayStats, type RelayStats } from "../../src/pipeline/stats.ts";
 import { MAX_TIMER_MS, sleep } from "../../src/sleep.ts";
+import { countedEvents } from "../helpers/relay-events.ts";
 
 const log = pino({ level: "silent" });
 
@@ -103,7 +103,7 @@ function setup(
   destination = new FakeDestination(),
   partner: DispatcherOptions["partner"] = unlimited,
 ) {
-  const stats: RelayStats = newRelayStats();
+  const { events, stats } = countedEvents();
   const delivered: number[][] = [];
   const onDelivered = vi.fn((tickets: number[]) => {
     delivered.push(tickets);
@@ -115,7 +115,7 @@ function setup(
     {
       park: new FakeDestination(),
       log,
-      stats,
+      events,
       outcomes: { delivered: onDelivered, rejected: onRejected, abandoned: onAbandoned },
       onStopped,
     },
@@ -531,7 +531,7 @@ describe("Router", () => {
   const routerDispatch: DispatchConfig = { ...baseOptions, retryMaxMs: 400 };
 
   function setupRouter(destination = new FakeDestination(), ticker?: null) {
-    const stats = newRelayStats();
+    const { events, stats } = countedEvents();
     const delivered: number[] = [];
     const onRejected = vi.fn();
     const onAbandoned = vi.fn();
@@ -540,7 +540,7 @@ describe("Router", () => {
         resolve: () => ({ dispatch: routerDispatch, destination, partner: { ...unlimited } }),
         park: new FakeDestination(),
         log,
-        stats,
+        events,
         outcomes: {
           delivered: (tickets) => {
             delivered.push(...tickets);
@@ -804,14 +804,14 @@ describe("Dispatcher: giving up on a partly delivered batch", () => {
       { type: "sqs", queueUrl: "https://sqs.us-east-1.amazonaws.com/123456789012/partner" },
     );
     const park = new FakeDestination();
-    const stats = newRelayStats();
+    const { events, stats } = countedEvents();
     const onDelivered = vi.fn();
     const onAbandoned = vi.fn();
     const dispatcher = new Dispatcher<number>(
       {
         park,
         log,
-        stats,
+        events,
         outcomes: { delivered: onDelivered, rejected: vi.fn(), abandoned: onAbandoned },
         onStopped: vi.fn(),
       },
@@ -871,7 +871,7 @@ describe("Router: what a partner holds", () => {
         }),
         park: new FakeDestination(),
         log,
-        stats: newRelayStats(),
+        events: countedEvents().events,
         outcomes: { delivered: () => {}, rejected: () => {}, abandoned: () => {} },
       },
       { queue: "orders" },
@@ -925,7 +925,7 @@ describe("Router with a PartnerDirectory: a partner's rate limit across idle gap
         onForgotten: (account) => partners.detach(account),
         park: new FakeDestination(),
         log,
-        stats: newRelayStats(),
+        events: countedEvents().events,
         outcomes: {
           delivered: (tickets) => {
             delivered.push(...tickets);

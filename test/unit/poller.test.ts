@@ -9,7 +9,7 @@ import {
   type PollerOptions,
   SQS_MAX_MESSAGE_BYTES,
 } from "../../src/pipeline/poller.ts";
-import { newRelayStats } from "../../src/pipeline/stats.ts";
+import { countedEvents } from "../helpers/relay-events.ts";
 
 const log = pino({ level: "silent" });
 
@@ -80,14 +80,14 @@ const baseOptions: PollerOptions = {
 function setup(demand: { room: number; maxRoom: number }, options: Partial<PollerOptions> = {}) {
   const source: DemandSource = { room: () => demand.room, maxRoom: demand.maxRoom };
   const sqs = fakeSqs(source);
-  const stats = newRelayStats();
+  const { events, stats } = countedEvents();
   const received: Message[] = [];
   const onMessages = vi.fn((messages: Message[]) => {
     received.push(...messages);
   });
   const onLate = vi.fn((_messages: Message[]) => {});
   const poller = new Poller(
-    { sqs: sqs.client, log, stats, demand: source, onMessages, onLate },
+    { sqs: sqs.client, log, events, demand: source, onMessages, onLate },
     { ...baseOptions, ...options },
   );
   return { poller, sqs, stats, received, onMessages, onLate, demand };
@@ -476,7 +476,7 @@ describe("Poller with a byte budget", () => {
       {
         sqs: sqs.client,
         log,
-        stats: newRelayStats(),
+        events: countedEvents().events,
         demand: source,
         onMessages: (batch) => {
           for (const m of batch) {

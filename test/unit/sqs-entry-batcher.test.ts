@@ -13,7 +13,7 @@ import {
   SqsEntryBatcher,
   type SqsEntryBatcherOptions,
 } from "../../src/pipeline/sqs-entry-batcher.ts";
-import { newRelayStats } from "../../src/pipeline/stats.ts";
+import { countedEvents } from "../helpers/relay-events.ts";
 
 const log = pino({ level: "silent" });
 const QUEUE_URL = "http://sqs.local/000000000000/orders";
@@ -84,7 +84,7 @@ function setup<Op extends SqsBatchOperation>(
   options: Partial<Pick<SqsEntryBatcherOptions<Item, Op>, "lingerMs" | "status">> = {},
 ) {
   const sqs = fakeSqs();
-  const stats = newRelayStats();
+  const { events, stats } = countedEvents();
   const abort = new AbortController();
   const done: { id: string; result: EntryResult<Entry> }[] = [];
   const entry = (item: Item, Id: string) =>
@@ -92,7 +92,7 @@ function setup<Op extends SqsBatchOperation>(
       ? { Id, ReceiptHandle: item.handle }
       : { Id, ReceiptHandle: item.handle, VisibilityTimeout: 30 };
   const batcher = new SqsEntryBatcher<Item, Op>(
-    { sqs: sqs.client, log, stats, signal: abort.signal },
+    { sqs: sqs.client, log, events, signal: abort.signal },
     {
       operation,
       queueUrl: QUEUE_URL,

@@ -5,7 +5,7 @@
  * for a few seconds so that a console left open, or many, cost SQS almost nothing.
  */
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import type { RelayStats } from "../../pipeline/stats.ts";
+import type { RelayCounters } from "../../pipeline/counters.ts";
 import { type Chart, RATE_SERIES, type RateHistory, type Rates, rateChart } from "./rates.ts";
 
 export type QueueDepth =
@@ -66,7 +66,7 @@ export class QueueDepths {
 /** What the overview reads of one relay: the members /metrics reads. */
 export interface RelayView {
   options: { name: string; concurrency: number; maxUnacked: number };
-  stats: RelayStats;
+  stats: Readonly<RelayCounters>;
   unacked: number;
   unackedBytes: number;
   maxUnackedBytes: number;
@@ -97,7 +97,7 @@ export interface QueueOverview {
   chart: Chart;
 }
 
-const TOTALS: [label: string, metric: string, pick: (s: RelayStats) => number][] = [
+const TOTALS: [label: string, metric: string, pick: (s: Readonly<RelayCounters>) => number][] = [
   ["received", "octorelay_messages_received_total", (s) => s.received],
   ["delivered (deleted)", "octorelay_messages_deleted_total", (s) => s.deleted],
   ["dead-lettered", "octorelay_messages_dead_lettered_total", (s) => s.deadLettered],

@@ -3,14 +3,14 @@
  * second per queue (a few KB per queue, whatever the traffic), turned into per-second rates and a
  * small server-rendered SVG chart.
  */
-import type { RelayStats } from "../../pipeline/stats.ts";
+import type { RelayCounters } from "../../pipeline/counters.ts";
 
 /** The counters the overview shows as rates, named as the console shows them. */
 export const RATE_SERIES = [
-  { key: "received", label: "received", pick: (s: RelayStats) => s.received },
-  { key: "delivered", label: "delivered (deleted)", pick: (s: RelayStats) => s.deleted },
-  { key: "deadLettered", label: "dead-lettered", pick: (s: RelayStats) => s.deadLettered },
-  { key: "released", label: "released", pick: (s: RelayStats) => s.released },
+  { key: "received", label: "received", pick: (s: Readonly<RelayCounters>) => s.received },
+  { key: "delivered", label: "delivered (deleted)", pick: (s: Readonly<RelayCounters>) => s.deleted },
+  { key: "deadLettered", label: "dead-lettered", pick: (s: Readonly<RelayCounters>) => s.deadLettered },
+  { key: "released", label: "released", pick: (s: Readonly<RelayCounters>) => s.released },
 ] as const;
 
 export type RateKey = (typeof RATE_SERIES)[number]["key"];
@@ -50,7 +50,7 @@ class Ring {
 }
 
 export interface RateSource {
-  readonly relays: readonly { options: { name: string }; stats: RelayStats }[];
+  readonly relays: readonly { options: { name: string }; stats: Readonly<RelayCounters> }[];
 }
 
 /** Samples every relay's counters each `intervalMs`, keeping `historySec` seconds. */
