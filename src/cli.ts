@@ -255,7 +255,7 @@ const specs = {
     name: "partners pause",
     summary: "stop sending to a partner for a while (the console's Pause; needs the ops token)",
     description: [
-      "Nothing is sent to the partner until the pause ends or it is resumed, on every replica that shares the limits (cluster.redis). Its messages stay held; once it holds its partnerShare of maxUnacked, new ones go back to SQS with a delay, as during an outage.",
+      "Nothing is sent to the partner until the pause ends or it is resumed, on every replica that shares the limits (cluster.redis). As in an outage, its messages stay held until giveUpAfterMs, then follow its outage policy (released to SQS, or parked); once it holds its partnerShare of maxUnacked, new ones go back to SQS with a delay.",
     ],
     positionals: ACCOUNT_ARGUMENT,
     options: {

@@ -4,7 +4,13 @@
  */
 import { backoffMs } from "../backoff.ts";
 import type { Batch } from "../destinations/destination.ts";
-import { BreakerOpenError, DeliveryError, LimitsUnavailableError, PartnerPausedError } from "../errors.ts";
+import {
+  BreakerOpenError,
+  DeliveryError,
+  LimitsUnavailableError,
+  OctorelayError,
+  PartnerPausedError,
+} from "../errors.ts";
 import { sleep, timerMs } from "../sleep.ts";
 import { classify } from "./classify.ts";
 
@@ -149,5 +155,7 @@ async function tryOnce(
 /** What is not a DeliveryError already (a socket error, an open breaker, a limits outage) may pass later. */
 function asDeliveryError(err: unknown, destination: string, account: string): DeliveryError {
   if (err instanceof DeliveryError) return err;
-  return new DeliveryError((err as Error).message, { destination, account, retryable: true }, { cause: err });
+  // Our own typed refusals say all there is in their message; as a cause pino would print it twice.
+  const cause = err instanceof OctorelayError ? undefined : { cause: err };
+  return new DeliveryError((err as Error).message, { destination, account, retryable: true }, cause);
 }

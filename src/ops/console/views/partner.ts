@@ -10,7 +10,7 @@ export const partnerPage = /* html */ `<section class="strip">
   </header>
   <% if (it.pause) { %>
     <p class="notice <%= it.pause.reason === 'operator' ? 'info' : 'warn' %>" id="pause">
-      <% if (it.pause.reason === "operator") { %>Paused by an operator until <b><%= it.time(it.pause.untilMs) %></b> (<%= it.duration(it.pause.untilMs - it.nowMs) %> from now). Nothing is sent to it. What it holds stays held, kept invisible in SQS by heartbeats, until you resume or the pause ends; past its share of the queue's maxUnacked, new messages for it are shed back to SQS with a delay, as in an outage (its outage policy: <%= it.onOutage %>).
+      <% if (it.pause.reason === "operator") { %>Paused by an operator until <b><%= it.time(it.pause.untilMs) %></b> (<%= it.duration(it.pause.untilMs - it.nowMs) %> from now). Nothing is sent to it. As in an outage, what it holds stays held (kept invisible in SQS by heartbeats) until giveUpAfterMs, then follows its outage policy (<%= it.onOutage %>); past its share of the queue's maxUnacked, new messages for it are shed back to SQS with a delay. A resume is seen within seconds.
       <% } else if (it.pause.reason === "retry-after") { %>The partner asked to wait (Retry-After) until <b><%= it.time(it.pause.untilMs) %></b>.
       <% } else { %>Its circuit breaker is open: no call until <b><%= it.time(it.pause.untilMs) %></b>, then one probe.<% } %>
     </p>
