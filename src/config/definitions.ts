@@ -13,6 +13,7 @@ import {
   intFormat,
   KEY_PREFIX,
   KEY_TEMPLATE,
+  LEASE_MS,
   OPS_TOKEN,
   POSITIVE_INT,
   QUEUE_LIST,
@@ -391,6 +392,17 @@ export const CLUSTER_KEYS = {
       format: KEY_PREFIX,
       default: "octorelay",
       env: "OCTORELAY_REDIS_KEY_PREFIX",
+    }),
+    leaseMs: key({
+      doc: "How long a request holds its partner's cluster-wide concurrency slot unless its replica renews it (every third of it), in ms, at least 1000: a replica killed while holding one frees it this long after; must exceed the longest destination `timeoutMs`, or a request still running while its replica is cut off from Redis stops being counted.",
+      format: LEASE_MS,
+      default: 30_000,
+      env: "OCTORELAY_REDIS_LEASE_MS",
+    }),
+    mode: oneOf(["standalone", "cluster"], {
+      doc: '"standalone": one Redis (or a primary endpoint, ElastiCache/MemoryDB with cluster mode disabled); "cluster": Redis Cluster (ElastiCache/MemoryDB with cluster mode enabled), the URL naming one node or the configuration endpoint, database 0 only.',
+      default: "standalone",
+      env: "OCTORELAY_REDIS_MODE",
     }),
   },
 };

@@ -183,6 +183,20 @@ export const OPS_TOKEN = addFormat("ops-token", {
   },
 });
 
+/** The lease floor: below a second, renewals (every third of it) would be most of the Redis traffic. */
+export const MIN_LEASE_MS = 1000;
+
+export const LEASE_MS = addFormat("lease-ms", {
+  coerce: wholeNumber,
+  validate(value: unknown) {
+    if (!Number.isInteger(value) || (value as number) < MIN_LEASE_MS) {
+      throw new Error(
+        `must be a whole number of milliseconds, at least ${MIN_LEASE_MS}, and above the longest destination timeoutMs (default 30000); got ${JSON.stringify(value)}`,
+      );
+    }
+  },
+});
+
 export const KEY_PREFIX = addFormat("key-prefix", {
   validate(value: unknown) {
     if (typeof value !== "string" || !/^[^\s{}]+$/.test(value)) {

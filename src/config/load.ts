@@ -81,6 +81,15 @@ export function loadConfig(options: LoadOptions = {}): Config {
       "ops.requireTokenForRead: is true but ops.token is empty, so nothing could read the ops endpoints; set ops.token (OCTORELAY_OPS_TOKEN) or requireTokenForRead false",
     );
   }
+  const redisUrl = top.get<string>("cluster.redis.url");
+  if (top.get("cluster.redis.mode") === "cluster" && redisUrl !== "") {
+    const db = redisDatabase(redisUrl);
+    if (db !== undefined && db !== "0") {
+      problems.push(
+        `cluster.redis.url: names database ${JSON.stringify(db)}, but Redis Cluster (cluster.redis.mode "cluster") has database 0 only; drop the /${db} from the URL`,
+      );
+    }
+  }
   if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
 
   const endpoint = top.get<string>("aws.endpoint") || undefined;
@@ -96,8 +105,23 @@ export function loadConfig(options: LoadOptions = {}): Config {
     shutdownDeadlineMs: top.get("shutdown.deadlineMs"),
     dispatch,
     ops,
-    cluster: { redisUrl: top.get("cluster.redis.url"), keyPrefix: top.get("cluster.redis.keyPrefix") },
+    cluster: {
+      redisUrl,
+      keyPrefix: top.get("cluster.redis.keyPrefix"),
+      leaseMs: top.get("cluster.redis.leaseMs"),
+      mode: top.get("cluster.redis.mode"),
+    },
     partners,
     queues,
   };
+}
+
+/** The database a redis URL names (its path without the slash), undefined when none or not a URL. */
+function redisDatabase(url: string): string | undefined {
+  try {
+    const path = new URL(url).pathname.replace(/^\//, "");
+    return path === "" ? undefined : path;
+  } catch {
+    return undefined;
+  }
 }

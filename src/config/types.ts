@@ -83,6 +83,10 @@ export interface ClusterConfig {
   redisUrl: ClusterValues["redis"]["url"];
   /** `cluster.redis.keyPrefix`. */
   keyPrefix: ClusterValues["redis"]["keyPrefix"];
+  /** `cluster.redis.leaseMs`. */
+  leaseMs: ClusterValues["redis"]["leaseMs"];
+  /** `cluster.redis.mode`. */
+  mode: ClusterValues["redis"]["mode"];
 }
 
 export interface Config {

@@ -9,17 +9,9 @@
 import type { Cluster, Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { ClusterConfig } from "../config.ts";
-import { ConfigError } from "../errors.ts";
 import { InMemoryPartnerLimits } from "./in-memory-limits.ts";
 import type { PartnerLimits } from "./partner-limits.ts";
 import { createRedisClient, type LimitsHealth, RedisPartnerLimits, redactRedisUrl } from "./redis-limits.ts";
-
-/**
- * How long a request holds its cluster-wide concurrency slot unless renewed, ms (default 30,000, at
- * least 30): a replica killed while holding one frees it this long after its last renewal. Keep it
- * above the destinations' `timeoutMs`. An environment variable until it becomes a config key.
- */
-export const LEASE_MS_ENV = "OCTORELAY_REDIS_LEASE_MS";
 
 /** How long a quit may take at shutdown before the connection is simply dropped, ms. */
 const QUIT_TIMEOUT_MS = 2_000;
@@ -41,10 +33,11 @@ export interface LimitsLayer {
   close(): Promise<void>;
 }
 
-export function buildLimitsLayer(
-  deps: { log: Logger; env?: NodeJS.ProcessEnv },
-  cluster: ClusterConfig,
-): LimitsLayer {
+/**
+ * `cluster.redisUrl` "" keeps the limits in this process; otherwise a client of their own
+ * (`cluster.mode` "cluster": a Redis Cluster client) and the lease `cluster.leaseMs`.
+ */
+export function buildLimitsLayer(deps: { log: Logger }, cluster: ClusterConfig): LimitsLayer {
   if (!cluster.redisUrl) {
     const limits = new InMemoryPartnerLimits();
     return {
@@ -58,8 +51,7 @@ export function buildLimitsLayer(
       close: () => limits.close(),
     };
   }
-  const leaseMs = leaseFromEnv(deps.env ?? process.env);
-  const redis = createRedisClient(cluster.redisUrl, { log: deps.log });
+  const redis = createRedisClient(cluster.redisUrl, { log: deps.log, cluster: cluster.mode === "cluster" });
   let errors = 0;
   redis.on("error", () => {
     errors++;
@@ -67,12 +59,12 @@ export function buildLimitsLayer(
   // Built before the first connect, so it sees the "ready" event that makes it usable.
   const limits = new RedisPartnerLimits(
     { redis, log: deps.log },
-    { keyPrefix: cluster.keyPrefix, ...(leaseMs === undefined ? {} : { leaseMs }) },
+    { keyPrefix: cluster.keyPrefix, leaseMs: cluster.leaseMs },
   );
   return {
     limits,
     store: "redis",
-    description: `shared through ${redactRedisUrl(cluster.redisUrl)} (prefix ${cluster.keyPrefix})`,
+    description: `shared through ${redactRedisUrl(cluster.redisUrl)}${cluster.mode === "cluster" ? " (Redis Cluster)" : ""} (prefix ${cluster.keyPrefix})`,
     get errors() {
       return errors;
     },
@@ -84,19 +76,6 @@ export function buildLimitsLayer(
       await quit(redis);
     },
   };
-}
-
-/** `OCTORELAY_REDIS_LEASE_MS`, or undefined for the default; anything else is a ConfigError naming it. */
-export function leaseFromEnv(env: NodeJS.ProcessEnv): number | undefined {
-  const raw = env[LEASE_MS_ENV];
-  if (raw === undefined || raw.trim() === "") return undefined;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 30) {
-    throw new ConfigError([
-      `${LEASE_MS_ENV}: must be a whole number of milliseconds, at least 30 (above the destinations' timeoutMs; default 30000); got ${JSON.stringify(raw)}`,
-    ]);
-  }
-  return value;
 }
 
 function whenReady(redis: Redis | Cluster, timeoutMs: number): Promise<boolean> {

@@ -26,6 +26,7 @@ import {
   PAUSED_ADD,
   PAUSED_LIST,
   PAUSED_REMOVE,
+  PROBE,
   RELEASE,
   RENEW,
   RESUME,
@@ -34,7 +35,12 @@ import {
 export type LimitsHealth = { ok: true } | { ok: false; reason: string };
 
 export interface RedisPartnerLimitsDeps {
-  /** A client of its own is best (createRedisClient): its offline queue off, so a dead Redis fails fast. */
+  /**
+   * A client of its own is best (createRedisClient): its offline queue off, so a dead Redis fails
+   * fast. The limits reset its connection (`disconnect(true)`, it reconnects) when it stops
+   * answering: a connection to a node that vanished without closing it would otherwise hang for
+   * hours (TCP keepalive), while a new one reaches whatever answers now (a failover's new primary).
+   */
   redis: Redis | Cluster;
   log: Logger;
 }
@@ -62,6 +68,17 @@ export interface RedisPartnerLimitsOptions {
   pauseCacheMs?: number;
   /** Releases that failed while Redis was down, kept to retry once it is back (default 10,000; past it, leases run out). */
   maxPendingReleases?: number;
+  /**
+   * How often the store is probed while connected, ms (default 2,000): a Redis that hangs with its
+   * connection open (stopped, overloaded, a dead node behind a live socket) answers nothing, and
+   * only a call notices; the probe is one small script, so an ACL refusal (NOPERM) shows too.
+   */
+  probeIntervalMs?: number;
+  /**
+   * Calls or probes in a row left unanswered for callTimeoutMs after which the store counts as
+   * unreachable and its connection is reset (default 2).
+   */
+  unansweredLimit?: number;
 }
 
 /** The scripts as commands on the client: ioredis sends EVALSHA (EVAL once per connection). */
@@ -112,6 +129,7 @@ interface ScriptCommands {
   ): Promise<number>;
   octorelayLimitsPausedRemove(paused: string, account: string): Promise<number>;
   octorelayLimitsPausedList(paused: string, max: number): Promise<string[]>;
+  octorelayLimitsProbe(zset: string, string: string, hash: string): Promise<number>;
 }
 
 const SCRIPTS: [keyof ScriptCommands, number, string][] = [
@@ -124,6 +142,7 @@ const SCRIPTS: [keyof ScriptCommands, number, string][] = [
   ["octorelayLimitsPausedAdd", 1, PAUSED_ADD],
   ["octorelayLimitsPausedRemove", 1, PAUSED_REMOVE],
   ["octorelayLimitsPausedList", 1, PAUSED_LIST],
+  ["octorelayLimitsProbe", 3, PROBE],
 ];
 
 /** Operator pauses listed at most (soonest end first): people pause partners, not scripts by the thousand. */
@@ -168,6 +187,23 @@ interface Queue {
 }
 
 type Outcome = { permit: Permit } | { waitMs: number; busy?: boolean } | { error: Error };
+
+/**
+ * Why the store is not used although its connection may be up: it stopped answering (cleared when
+ * it answers again: a probe, or the ready check of a new connection), or it refused our commands
+ * (cleared only by a probe that runs them all: a reconnect does not change an ACL).
+ */
+type Fault = { kind: "unanswered" | "refused"; reason: string };
+
+/** A Redis error that is an ACL refusal: NOPERM, or (Redis 7.0) a command refused inside a script. */
+const isRefusal = (err: unknown) =>
+  err instanceof Error &&
+  (/^NOPERM\b/.test(err.message) || /can't run this command or subcommand/.test(err.message));
+
+/** ioredis's commandTimeout, or ours: the store did not answer (as opposed to answering with an error). */
+class UnansweredError extends Error {}
+const isUnanswered = (err: unknown) =>
+  err instanceof UnansweredError || (err instanceof Error && err.message === "Command timed out");
 
 const isLimited = (spec: LimitSpec) => spec.requests > 0 || spec.records > 0;
 
@@ -217,12 +253,21 @@ export class RedisPartnerLimits implements PartnerLimits {
   readonly #callTimeoutMs: number;
   readonly #pauseCacheMs: number;
   readonly #maxPendingReleases: number;
+  readonly #unansweredLimit: number;
   /** Permit ids are `<instance>.<n>`: unique across replicas without asking anyone. */
   readonly #instanceId = randomBytes(6).toString("base64url");
   #seq = 0;
 
+  /** Usable: connected and no fault. Only #update changes it, so each change logs one line. */
   #up: boolean;
   #everUp: boolean;
+  /** The client's status is "ready". */
+  #connected: boolean;
+  #fault: Fault | undefined;
+  /** Calls and probes in a row not answered within callTimeoutMs. */
+  #unanswered = 0;
+  readonly #probeTimer: NodeJS.Timeout;
+  #probing = false;
   #lastError: string | undefined;
   /**
    * When Redis came back after an outage (local clock). Redis may have restarted empty, forgetting
@@ -244,8 +289,18 @@ export class RedisPartnerLimits implements PartnerLimits {
   /** Pauses set through this process, honoured while Redis is down (unlimited partners still flow). */
   readonly #localPauses = new Map<string, { untilMs: Map<PauseReason, number>; timer: NodeJS.Timeout }>();
 
-  readonly #onReady = () => this.#becameReachable();
-  readonly #onClose = () => this.#becameUnreachable();
+  readonly #onReady = () => {
+    this.#connected = true;
+    // A new connection answered its ready check; a refusal is the ACL's, which a reconnect does not change.
+    if (this.#fault?.kind === "unanswered") this.#fault = undefined;
+    this.#unanswered = 0;
+    this.#update();
+    if (this.#fault) this.#probe();
+  };
+  readonly #onClose = () => {
+    this.#connected = false;
+    this.#update();
+  };
   readonly #onError = (err: Error) => {
     this.#lastError = err.message;
   };
@@ -270,6 +325,8 @@ export class RedisPartnerLimits implements PartnerLimits {
     this.#callTimeoutMs = positive("callTimeoutMs", options.callTimeoutMs ?? 2_000);
     this.#pauseCacheMs = Math.min(1_000, positive("pauseCacheMs", options.pauseCacheMs ?? 500, 0));
     this.#maxPendingReleases = positive("maxPendingReleases", options.maxPendingReleases ?? 10_000, 0, "");
+    const probeIntervalMs = positive("probeIntervalMs", options.probeIntervalMs ?? 2_000);
+    this.#unansweredLimit = positive("unansweredLimit", options.unansweredLimit ?? 2, 1, "");
     if (problems.length > 0) throw new ConfigError(problems);
 
     this.#redis = deps.redis;
@@ -277,8 +334,11 @@ export class RedisPartnerLimits implements PartnerLimits {
     this.#prefix = options.keyPrefix;
     for (const [name, numberOfKeys, lua] of SCRIPTS) this.#redis.defineCommand(name, { numberOfKeys, lua });
     this.#scripts = this.#redis as unknown as ScriptCommands;
-    this.#up = this.#redis.status === "ready";
+    this.#connected = this.#redis.status === "ready";
+    this.#up = this.#connected;
     this.#everUp = this.#up;
+    // Unref'd: probing must not keep the process alive.
+    this.#probeTimer = setInterval(() => this.#probe(), probeIntervalMs).unref();
     this.#redis.on("ready", this.#onReady);
     this.#redis.on("close", this.#onClose);
     this.#redis.on("end", this.#onClose);
@@ -323,7 +383,7 @@ export class RedisPartnerLimits implements PartnerLimits {
     if (durationMs <= 0) return;
     this.#pauseLocally(account, pause);
     this.#pauseCache.delete(account);
-    if (!this.#up) throw this.#unavailable(account, "the pause holds in this process only");
+    if (!this.#up) throw this.#operatorUnavailable("paused in this replica only");
     try {
       if (pause.reason === "operator") {
         // Indexed first: a pause in force is always listed; an entry left by a failed pause is not,
@@ -342,7 +402,7 @@ export class RedisPartnerLimits implements PartnerLimits {
         this.#scripts.octorelayLimitsPause(this.#key(account, "pause"), pause.reason, durationMs),
       );
     } catch (err) {
-      throw this.#unavailable(account, "the pause holds in this process only", err);
+      throw this.#operatorUnavailable("paused in this replica only", err);
     }
   }
 
@@ -351,12 +411,12 @@ export class RedisPartnerLimits implements PartnerLimits {
     local?.untilMs.delete("operator");
     if (local?.untilMs.size === 0) this.#dropLocalPause(account);
     this.#pauseCache.delete(account);
-    if (!this.#up) throw this.#unavailable(account, "resumed in this process only");
+    if (!this.#up) throw this.#operatorUnavailable("resumed in this replica only");
     this.#pausedCache = undefined;
     try {
       await this.#bounded(this.#scripts.octorelayLimitsResume(this.#key(account, "pause")));
     } catch (err) {
-      throw this.#unavailable(account, "resumed in this process only", err);
+      throw this.#operatorUnavailable("resumed in this replica only", err);
     }
     this.#queues.get(account)?.wake?.();
     // Resumed everywhere already; an entry this leaves behind is not listed (the listing checks the pause).
@@ -446,6 +506,7 @@ export class RedisPartnerLimits implements PartnerLimits {
 
   health(): LimitsHealth {
     if (this.#up) return { ok: true };
+    if (this.#fault) return { ok: false, reason: this.#fault.reason };
     const why = this.#lastError ?? (this.#everUp ? "connection lost" : "not connected yet");
     return { ok: false, reason: `redis unreachable: ${why}` };
   }
@@ -478,6 +539,7 @@ export class RedisPartnerLimits implements PartnerLimits {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#probeTimer);
     this.#redis.off("ready", this.#onReady);
     this.#redis.off("close", this.#onClose);
     this.#redis.off("end", this.#onClose);
@@ -566,7 +628,7 @@ export class RedisPartnerLimits implements PartnerLimits {
       });
     } catch (err) {
       if (!limited) return this.#tryLocally(account, spec, records);
-      return { error: this.#unavailable(account, undefined, err) };
+      return { error: this.#unavailable(account, err) };
     }
     if (reply[0] === 1) return { permit: this.#grant(account, spec, records, id) };
     return { waitMs: Math.max(1, reply[1]), busy: reply[2] === "concurrency" };
@@ -666,8 +728,15 @@ export class RedisPartnerLimits implements PartnerLimits {
     if (this.#pendingReleases.length > this.#maxPendingReleases) this.#pendingReleases.shift();
   }
 
+  /** Recomputes whether the store is usable; on a change, one log line and the listeners told. */
+  #update(): void {
+    const up = this.#connected && this.#fault === undefined;
+    if (up === this.#up || this.#closed) return;
+    if (up) this.#becameReachable();
+    else this.#becameUnreachable();
+  }
+
   #becameReachable(): void {
-    if (this.#up) return;
     this.#up = true;
     if (this.#everUp) {
       this.#recoveredAtMs = Date.now();
@@ -677,6 +746,7 @@ export class RedisPartnerLimits implements PartnerLimits {
     }
     this.#everUp = true;
     this.#lastError = undefined;
+    this.#unanswered = 0;
     // Permits in flight through the outage are counted again before any new grant (same connection, in order).
     for (const held of this.#held) this.#renew(held);
     const pending = this.#pendingReleases;
@@ -687,18 +757,66 @@ export class RedisPartnerLimits implements PartnerLimits {
   }
 
   #becameUnreachable(): void {
-    if (!this.#up) return;
     this.#up = false;
     const { reason } = this.health() as { reason: string };
     this.#log.warn(
       { reason },
-      "partner limits store unreachable: rate-limited partners are not called, the others keep a local concurrency bound",
+      this.#fault?.kind === "refused"
+        ? "partner limits store refused the command (NOPERM): rate-limited partners are not called, the others keep a local concurrency bound"
+        : "partner limits store unreachable: rate-limited partners are not called, the others keep a local concurrency bound",
     );
     for (const queue of this.#queues.values()) {
       this.#rejectLimited(queue, this.#unavailable("*"));
       queue.wake?.();
     }
     this.#emitHealth();
+  }
+
+  /** One small script while connected: whether the store answers, and runs every command we need. */
+  #probe(): void {
+    if (this.#closed || this.#probing || !this.#connected) return;
+    this.#probing = true;
+    const key = (part: string) => `${this.#prefix}:{%probe}:${part}`;
+    this.#bounded(this.#scripts.octorelayLimitsProbe(key("zset"), key("string"), key("hash")))
+      .then(
+        () => {
+          if (!this.#fault) return;
+          this.#fault = undefined;
+          this.#update();
+        },
+        // Counted by #bounded (unanswered, refused); a lost connection shows as its close.
+        () => {},
+      )
+      .finally(() => {
+        this.#probing = false;
+      });
+  }
+
+  /**
+   * A call or probe not answered within callTimeoutMs. After unansweredLimit in a row the store is
+   * unreachable, and the connection is reset: one whose other end vanished without closing it
+   * would hang until TCP keepalive gives up (hours), while a new one reaches whatever answers now.
+   */
+  #noAnswer(): void {
+    this.#unanswered++;
+    if (this.#closed || this.#fault || !this.#connected || this.#unanswered < this.#unansweredLimit) return;
+    this.#fault = {
+      kind: "unanswered",
+      reason: `redis unreachable: no answer within ${this.#callTimeoutMs} ms to ${this.#unanswered} calls in a row with the connection open; reconnecting`,
+    };
+    this.#update();
+    this.#redis.disconnect(true);
+  }
+
+  /** The store answered, refusing our command (ACL): unusable until a probe finds every command allowed. */
+  #refused(err: Error): void {
+    if (this.#closed) return;
+    const said = err.message.replace(/^NOPERM\s*/, "");
+    this.#fault = {
+      kind: "refused",
+      reason: `redis refused the command (NOPERM): the ACL user needs +@all (or the script commands) on ${this.#prefix}:*; redis said ${JSON.stringify(said)}`,
+    };
+    this.#update();
   }
 
   #emitHealth(): void {
@@ -739,33 +857,63 @@ export class RedisPartnerLimits implements PartnerLimits {
     });
   }
 
-  /** `call`, or a rejection once callTimeoutMs passed; `late` sees an answer that came after that. */
+  /**
+   * `call`, or a rejection once callTimeoutMs passed; `late` sees an answer that came after that.
+   * Every outcome tells the health: answered, not answered, or refused (NOPERM).
+   */
   #bounded<T>(call: Promise<T>, late?: (value: T) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        reject(new Error(`redis did not answer within ${this.#callTimeoutMs} ms`));
+        this.#noAnswer();
+        reject(new UnansweredError(`redis did not answer within ${this.#callTimeoutMs} ms`));
       }, this.#callTimeoutMs);
       call.then(
         (value) => {
           clearTimeout(timer);
+          this.#unanswered = 0;
           if (timedOut) late?.(value);
           else resolve(value);
         },
         (err: unknown) => {
           clearTimeout(timer);
-          if (!timedOut) reject(err);
+          if (timedOut) return;
+          if (isUnanswered(err)) this.#noAnswer();
+          else if (isRefusal(err)) this.#refused(err as Error);
+          reject(err);
         },
       );
     });
   }
 
-  #unavailable(account: string, consequence?: string, cause?: unknown): LimitsUnavailableError {
-    const why = cause instanceof Error ? cause.message : (this.health() as { reason?: string }).reason;
+  /** Why a call cannot be made now: the cause's message, or the health's reason; a refusal is explained. */
+  #why(cause?: unknown): string {
+    if (cause instanceof Error && !isRefusal(cause)) return cause.message;
+    return (this.health() as { reason?: string }).reason ?? "redis unreachable";
+  }
+
+  /** What a partner's acquisition gets: it is retried by its dispatcher. */
+  #unavailable(account: string, cause?: unknown): LimitsUnavailableError {
     const who = account === "*" ? "rate-limited partners" : `partner ${JSON.stringify(account)}`;
+    const retried =
+      this.#fault?.kind === "refused" || isRefusal(cause)
+        ? "it is retried once redis allows the commands"
+        : "it is retried once redis answers again";
     return new LimitsUnavailableError(
-      `partner limits unavailable for ${who} (${why ?? "redis unreachable"})${consequence ? `; ${consequence}` : ""}; it is retried once redis answers again`,
+      `partner limits unavailable for ${who} (${this.#why(cause)}); ${retried}`,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** What a pause or resume gets (an operator's, often): done in this replica only, not retried. */
+  #operatorUnavailable(consequence: string, cause?: unknown): LimitsUnavailableError {
+    const retry =
+      this.#fault?.kind === "refused" || isRefusal(cause)
+        ? "try again once the ACL user is allowed the commands"
+        : "try again when Redis answers";
+    return new LimitsUnavailableError(
+      `partner limits unavailable: ${this.#why(cause)}; ${consequence}; ${retry}`,
       cause === undefined ? undefined : { cause },
     );
   }

@@ -257,3 +257,38 @@ local entries = redis.call('ZRANGE', key, 0, max - 1, 'WITHSCORES')
 for i = 1, #entries do out[#out + 1] = entries[i] end
 return out
 `;
+
+/**
+ * KEYS zset, string, hash: keys of the probe's own (`<prefix>:{%probe}:…`, a tag no account has).
+ * Runs every command the scripts above run, so an ACL that refuses one of them (NOPERM) is found
+ * by the health probe too, and the probe does not call the store usable while a partner's call
+ * would still be refused. Reads and expiries first, on absent keys: a refusal then stops the script
+ * before it wrote anything, and each write carries a TTL at once; nothing is left behind.
+ */
+export const PROBE = `
+if redis.replicate_commands then redis.replicate_commands() end
+local z, s, h = KEYS[1], KEYS[2], KEYS[3]
+redis.call('TIME')
+redis.call('EXISTS', s)
+redis.call('GET', s)
+redis.call('HGET', h, 'f')
+redis.call('HGETALL', h)
+redis.call('ZCARD', z)
+redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+redis.call('ZRANGEBYSCORE', z, 0, 0)
+redis.call('ZSCORE', z, 'p')
+redis.call('PEXPIRE', z, 1000)
+redis.call('DEL', z)
+redis.call('ZADD', z, 0, 'p')
+redis.call('PEXPIRE', z, 1000)
+redis.call('ZREM', z, 'p')
+redis.call('ZREMRANGEBYSCORE', z, '-inf', 0)
+redis.call('SET', s, 0)
+redis.call('PEXPIRE', s, 1000)
+redis.call('INCRBY', s, 1)
+redis.call('HSET', h, 'f', 1)
+redis.call('PEXPIRE', h, 1000)
+redis.call('HDEL', h, 'f')
+redis.call('DEL', z, s, h)
+return 1
+`;

@@ -25,8 +25,17 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Stops it if running and starts it again, empty, on the same port. */
   restart(): Promise<void>;
-  /** Runs one command on a short-lived connection, for INFO, DBSIZE and the like; the reply's text. */
+  /**
+   * Runs one command on a short-lived connection, for INFO, DBSIZE and the like; the reply's text.
+   * Rejects if the server closes the connection before replying (SHUTDOWN does).
+   */
   command(...args: string[]): Promise<string>;
+  /**
+   * Freezes the process (SIGSTOP): connections stay open and nothing is answered, as with a Redis
+   * that hangs or a node gone behind a live socket. `resume()` (SIGCONT) lets it answer again.
+   */
+  pause(): void;
+  resume(): void;
 }
 
 export interface RedisServerOptions {
@@ -126,6 +135,8 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     if (!proc || proc.exitCode !== null) return;
     const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGTERM");
+    // A paused server acts on the SIGTERM only once it runs again.
+    proc.kill("SIGCONT");
     await exited;
   };
 
@@ -146,6 +157,13 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
       await start();
     },
     command: (...command: string[]) => run(command),
+    pause() {
+      if (!child || child.exitCode !== null) throw new Error(`redis-server on port ${port} is not running`);
+      child.kill("SIGSTOP");
+    },
+    resume() {
+      child?.kill("SIGCONT");
+    },
   };
 }
 
@@ -197,6 +215,10 @@ function send(port: number, commands: string[][], ca: string | undefined): Promi
     let buffer = Buffer.alloc(0);
     socket.setTimeout(5_000, () => socket.destroy(new Error(`redis on port ${port}: no reply`)));
     socket.once("error", reject);
+    // Closed without a (complete) reply, as after SHUTDOWN: a no-op once the replies resolved it.
+    socket.once("close", () =>
+      reject(new Error(`redis on port ${port}: connection closed before the reply`)),
+    );
     socket.once(ca ? "secureConnect" : "connect", () => {
       socket.write(
         commands

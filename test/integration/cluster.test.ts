@@ -121,6 +121,10 @@ interface ClusterOptions {
   queueKeys?: Record<string, unknown>;
   env?: Record<string, string>;
   redisUrl?: string;
+  /** `cluster.redis` keys over the key prefix (leaseMs…). */
+  redisKeys?: Record<string, unknown>;
+  /** `ops` keys (token…). */
+  opsKeys?: Record<string, unknown>;
 }
 
 /** The config of replica `name`: its partners' destinations carry `x-replica: name`. */
@@ -134,7 +138,8 @@ function replicaConfig(name: string, o: ClusterOptions, keyPrefix: string): obje
   return {
     destination: { bucket: "unused-by-http-partners" },
     dispatch: { flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 500 },
-    cluster: { redis: { keyPrefix } },
+    cluster: { redis: { keyPrefix, ...o.redisKeys } },
+    ...(o.opsKeys ? { ops: o.opsKeys } : {}),
     partners: { accounts },
     queues: [
       {
@@ -213,12 +218,9 @@ async function allDelivered(rig: Rig, queue: TestQueue, want: [Partner, string[]
   );
 }
 
-/**
- * SHUTDOWN NOSAVE, then until it refuses connections. Not awaited: the helper's command() never
- * settles when the server closes the connection without a reply, as SHUTDOWN does.
- */
+/** SHUTDOWN NOSAVE (it closes the connection without a reply), then until it refuses connections. */
 async function shutDown(server: RedisServer): Promise<void> {
-  void server.command("SHUTDOWN", "NOSAVE").catch(() => undefined);
+  await expect(server.command("SHUTDOWN", "NOSAVE")).rejects.toThrow("connection closed before the reply");
   await waitFor(
     "redis refusing connections",
     () =>
@@ -360,7 +362,7 @@ describe("cluster mode: three replicas share each partner's limits through Redis
       accounts: { holder: { partner, maxConcurrentFlushes: 1, maxRecords: 5 } },
       // The killed replica's messages come back to the others this long after its last heartbeat.
       queueKeys: { visibilityTimeoutSec: 5 },
-      env: { OCTORELAY_REDIS_LEASE_MS: String(leaseMs) },
+      redisKeys: { leaseMs },
     });
     try {
       const ids = await sendFor(rig, queue, "holder", 30);
@@ -396,7 +398,7 @@ describe("cluster mode: three replicas share each partner's limits through Redis
 });
 
 describe("cluster mode configuration", () => {
-  it("refuses a lease that is not a whole number of ms, naming OCTORELAY_REDIS_LEASE_MS", async ({
+  it("refuses a lease from OCTORELAY_REDIS_LEASE_MS that is not a whole number of ms, naming cluster.redis.leaseMs and what is valid", async ({
     queue,
     spawnService,
   }) => {
@@ -410,7 +412,9 @@ describe("cluster mode configuration", () => {
     const { code } = await proc.exited;
     expect(code).toBe(2);
     const stderr = proc.logs.find((l) => l.msg === "stderr")?.stderr;
-    expect(stderr).toContain("OCTORELAY_REDIS_LEASE_MS: must be a whole number of milliseconds, at least 30");
+    expect(stderr).toContain(
+      "cluster.redis.leaseMs: must be a whole number of milliseconds, at least 1000, and above the longest destination timeoutMs",
+    );
     expect(stderr).toContain('got "3s"');
   });
 });
@@ -593,6 +597,142 @@ describe("cluster mode when Redis is down", () => {
       }
     } finally {
       await secured.stop();
+    }
+  }, 120_000);
+  it("a Redis that stops answering with its connection open (SIGSTOP): /readyz 503 and up 0 within seconds, the limited partner not called, all back after SIGCONT", async ({
+    emulator,
+    queue,
+    spawnService,
+    startHttpServer,
+  }) => {
+    const rig: Rig = { emu: emulator, spawn: spawnService, listen: startHttpServer };
+    const frozen = await startRedis();
+    const limited = await startPartner(rig);
+    const replicas = await startReplicas(rig, 1, {
+      queue,
+      redisUrl: frozen.url,
+      accounts: { limited: { partner: limited, rateLimit: { requests: 10, intervalMs: 1000 } } },
+    });
+    const [replica] = replicas as [Replica];
+    const state = async () => ({
+      ready: (await getJson(`${replica.opsUrl}/readyz`)) as { status: number; body: { reasons: string[] } },
+      up: sample(await (await fetch(`${replica.opsUrl}/metrics`)).text(), "octorelay_partner_limits_up"),
+    });
+    try {
+      const before = await sendFor(rig, queue, "limited", 5);
+      await allDelivered(rig, queue, [[limited, before]], 30_000);
+      expect(await state()).toMatchObject({ ready: { status: 200 }, up: 1 });
+
+      frozen.pause();
+      const frozenAtMs = Date.now();
+      let seen: Awaited<ReturnType<typeof state>> | undefined;
+      try {
+        seen = await waitFor(
+          "/readyz 503 and octorelay_partner_limits_up 0 while Redis hangs",
+          async () => {
+            const now = await state();
+            return now.ready.status === 503 && now.up === 0 ? now : undefined;
+          },
+          15_000,
+          200,
+        );
+        const noticedMs = Date.now() - frozenAtMs;
+        const during = await sendFor(rig, queue, "limited", 5);
+        // Its batch is refused by the limits, not sent: the partner is not called while they cannot be counted.
+        await waitFor(
+          "a flush of the limited partner refused by the limits",
+          () =>
+            replica.proc.logs.some(
+              (l) =>
+                l.msg === "flush failed; retrying" &&
+                String((l.err as { message?: string } | undefined)?.message).startsWith(
+                  'partner limits unavailable for partner "limited"',
+                ),
+            ),
+          15_000,
+        );
+        console.log(
+          `[figures] SIGSTOP: /readyz 503 after ${noticedMs} ms, reason "${seen.ready.body.reasons.join("; ")}"`,
+        );
+        expect(seen.ready.body.reasons.join("\n")).toMatch(
+          /partner limits: redis unreachable: no answer within/,
+        );
+        const resumedAtMs = Date.now();
+        frozen.resume();
+        await allDelivered(rig, queue, [[limited, during]], 30_000);
+        const calledWhileFrozen = limited.arrivals.filter(
+          (a) => a.atMs < resumedAtMs && a.ids.some((id) => during.includes(id)),
+        );
+        expect(calledWhileFrozen).toHaveLength(0);
+      } finally {
+        frozen.resume();
+      }
+      await waitFor("/readyz 200 and up 1 again", async () => {
+        const now = await state();
+        return now.ready.status === 200 && now.up === 1;
+      });
+      const lines = replica.proc.logs.filter((l) =>
+        /^partner limits store (unreachable|reachable again)/.test(String(l.msg)),
+      );
+      expect(lines.map((l) => l.level)).toEqual([40, 30]);
+      expect(replica.proc.logs.some((l) => l.msg === "unhandled rejection")).toBe(false);
+    } finally {
+      expect(await stopReplicas(replicas)).toEqual([0]);
+      await frozen.stop();
+    }
+  }, 120_000);
+
+  it("console pause and resume while Redis is down answer 503 with why and when to try again, in HTML and JSON", async ({
+    emulator,
+    queue,
+    spawnService,
+    startHttpServer,
+  }) => {
+    const rig: Rig = { emu: emulator, spawn: spawnService, listen: startHttpServer };
+    const token = "console-token-0123456789";
+    const gone = await startRedis();
+    const partner = await startPartner(rig);
+    const replicas = await startReplicas(rig, 1, {
+      queue,
+      redisUrl: gone.url,
+      accounts: { acme: { partner, rateLimit: { requests: 10, intervalMs: 1000 } } },
+      opsKeys: { token },
+    });
+    const [replica] = replicas as [Replica];
+    try {
+      await gone.stop();
+      await waitFor("/readyz 503", async () => (await getJson(`${replica.opsUrl}/readyz`)).status === 503);
+      const post = (verb: string, accept: string) =>
+        fetch(`${replica.opsUrl}/console/partners/acme/${verb}`, {
+          method: "POST",
+          redirect: "manual",
+          headers: {
+            authorization: `Bearer ${token}`,
+            accept,
+            "content-type": "application/x-www-form-urlencoded",
+          },
+          body: verb === "pause" ? "for=1h" : "",
+        });
+      const said =
+        /^partner limits unavailable: redis unreachable: .+; (paused|resumed) in this replica only; try again when Redis answers$/;
+      for (const verb of ["pause", "resume"]) {
+        const json = await post(verb, "application/json");
+        expect(json.status).toBe(503);
+        const { error } = (await json.json()) as { error: string };
+        expect(error).toMatch(said);
+        expect(error).toContain(
+          verb === "pause" ? "paused in this replica only" : "resumed in this replica only",
+        );
+        const html = await post(verb, "text/html");
+        expect(html.status).toBe(503);
+        const page = await html.text();
+        expect(page).toContain("Service unavailable");
+        expect(page).toContain("partner limits unavailable: redis unreachable: ");
+        expect(page).toContain("try again when Redis answers");
+      }
+      expect(replica.proc.logs.some((l) => l.msg === "console request failed")).toBe(false);
+    } finally {
+      expect(await stopReplicas(replicas)).toEqual([0]);
     }
   }, 120_000);
 });

@@ -5,12 +5,18 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Cluster, Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { LimitsUnavailableError } from "../../src/errors.ts";
+import { buildLimitsLayer } from "../../src/partners/cluster.ts";
 import type { LimitSpec, Permit } from "../../src/partners/partner-limits.ts";
-import { accountTag, createRedisClient, RedisPartnerLimits } from "../../src/partners/redis-limits.ts";
+import {
+  accountTag,
+  createRedisClient,
+  RedisPartnerLimits,
+  type RedisPartnerLimitsOptions,
+} from "../../src/partners/redis-limits.ts";
 import { ACQUIRE } from "../../src/partners/redis-scripts.ts";
 import { waitFor } from "../helpers/emulator.ts";
 import { type RedisServer, startRedis } from "../helpers/redis.ts";
@@ -47,16 +53,22 @@ interface Replica {
 async function replica(
   name: string,
   prefix: string,
-  options: { leaseMs?: number; url?: string; cluster?: boolean } = {},
+  options: {
+    url?: string;
+    cluster?: boolean;
+    /** The client's connect and command timeouts, ms. */
+    timeoutMs?: number;
+  } & Omit<RedisPartnerLimitsOptions, "keyPrefix"> = {},
 ): Promise<Replica> {
+  const { url, cluster, timeoutMs, ...limitsOptions } = options;
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: "debug" }, { write: (line: string) => logs.push(JSON.parse(line)) });
-  const redis = createRedisClient(options.url ?? server.url, { cluster: options.cluster === true });
+  const redis = createRedisClient(url ?? server.url, {
+    cluster: cluster === true,
+    ...(timeoutMs ? { timeoutMs } : {}),
+  });
   if (redis.status !== "ready") await new Promise((resolve) => redis.once("ready", resolve));
-  const limits = new RedisPartnerLimits(
-    { redis, log },
-    { keyPrefix: prefix, ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}) },
-  );
+  const limits = new RedisPartnerLimits({ redis, log }, { keyPrefix: prefix, ...limitsOptions });
   opened.push({ limits, redis });
   return { name, limits, redis, logs };
 }
@@ -580,6 +592,130 @@ const TRICKY_ACCOUNTS = [
   "%uD800",
 ];
 
+describe("RedisPartnerLimits when Redis hangs or refuses", () => {
+  /** Health changes and the lines logged for them, of one replica. */
+  const follow = (r: Replica) => {
+    const seen: boolean[] = [];
+    r.limits.onHealthChange((h) => seen.push(h.ok));
+    const stateLines = () =>
+      r.logs
+        .filter((l) => /^partner limits store (unreachable|refused|reachable again)/.test(String(l.msg)))
+        .map((l) => [l.level, l.msg, l.reason]);
+    return { seen, stateLines };
+  };
+
+  it("counts a Redis that stops answering with its connection open (SIGSTOP) as unreachable: rate-limited acquisitions reject, the others flow, health and acquisitions come back after SIGCONT", async () => {
+    const prefix = newPrefix();
+    const timeouts = { timeoutMs: 300, callTimeoutMs: 300, probeIntervalMs: 100 };
+    const [idle, busy] = await Promise.all(["idle", "busy"].map((n) => replica(n, prefix, timeouts)));
+    if (!idle || !busy) throw new Error("two replicas");
+    const followed = [follow(idle), follow(busy)];
+    const limited: LimitSpec = { requests: 50, records: 0, intervalMs: 200, maxConcurrent: 2 };
+    const unlimited: LimitSpec = { requests: 0, records: 0, intervalMs: 200, maxConcurrent: 2 };
+    (await busy.limits.acquire("acme", limited, 1, forever)).release();
+
+    server.pause();
+    try {
+      // One replica is idle (only its probe notices), the other asks for a slot as Redis stops.
+      const asked = busy.limits.acquire("acme", limited, 1, forever).then(
+        (permit) => {
+          permit.release();
+          return "granted";
+        },
+        (err: unknown) => err,
+      );
+      await waitFor(
+        "both replicas to see Redis unreachable",
+        () => !idle.limits.health().ok && !busy.limits.health().ok,
+        5_000,
+        10,
+      );
+      for (const r of [idle, busy]) {
+        expect(r.limits.health()).toEqual({
+          ok: false,
+          reason: expect.stringMatching(/^redis unreachable: no answer within 300 ms to 2 calls in a row/),
+        });
+      }
+      // The acquisition under way when it stopped did not hang: it was refused.
+      expect(await asked).toBeInstanceOf(LimitsUnavailableError);
+      // Meanwhile a rate-limited partner is refused at once, naming why; an unlimited one flows.
+      const startedMs = Date.now();
+      const refused = await busy.limits.acquire("acme", limited, 1, forever).catch((err: unknown) => err);
+      expect(Date.now() - startedMs).toBeLessThan(100);
+      expect(refused).toBeInstanceOf(LimitsUnavailableError);
+      expect((refused as Error).message).toMatch(
+        /^partner limits unavailable for partner "acme" \(redis unreachable: no answer within 300 ms .*\); it is retried once redis answers again$/,
+      );
+      (await busy.limits.acquire("free", unlimited, 1, AbortSignal.timeout(1_000))).release();
+    } finally {
+      server.resume();
+    }
+
+    await waitFor(
+      "both replicas to see Redis back",
+      () => idle.limits.health().ok && busy.limits.health().ok,
+    );
+    (await busy.limits.acquire("acme", limited, 1, AbortSignal.timeout(5_000))).release();
+    (await idle.limits.acquire("acme", limited, 1, AbortSignal.timeout(5_000))).release();
+    for (const { seen, stateLines } of followed) {
+      expect(seen).toEqual([false, true]);
+      expect(stateLines().map(([level]) => level)).toEqual([40, 30]);
+    }
+  });
+
+  it("says an ACL refusal (NOPERM) is one, in health, the log and the error, and uses the store once the ACL allows it", async () => {
+    const prefix = newPrefix();
+    const user = `relay${prefixes}`;
+    // Every command, but not the keys under the prefix.
+    await server.command("ACL", "SETUSER", user, "reset", "on", ">pw", "~elsewhere:*", "+@all");
+    const url = server.url.replace("redis://", `redis://${user}:pw@`);
+    const r = await replica("r1", prefix, { url, probeIntervalMs: 100 });
+    const { seen, stateLines } = follow(r);
+    const limited: LimitSpec = { requests: 5, records: 0, intervalMs: 200, maxConcurrent: 1 };
+
+    const refused = await r.limits.acquire("acme", limited, 1, forever).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(LimitsUnavailableError);
+    const explained = `redis refused the command (NOPERM): the ACL user needs +@all (or the script commands) on ${prefix}:*`;
+    expect((refused as Error).message).toContain(explained);
+    expect((refused as Error).message).toMatch(/; it is retried once redis allows the commands$/);
+    expect(r.limits.health()).toEqual({ ok: false, reason: expect.stringContaining(explained) });
+    expect(stateLines()).toEqual([
+      [
+        40,
+        "partner limits store refused the command (NOPERM): rate-limited partners are not called, the others keep a local concurrency bound",
+        expect.stringContaining(explained),
+      ],
+    ]);
+    // The probe runs every command the scripts do: it does not call the store usable meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(r.limits.health().ok).toBe(false);
+
+    await server.command("ACL", "SETUSER", user, `~${prefix}:*`);
+    await waitFor("the store usable once the ACL allows it", () => r.limits.health().ok);
+    (await r.limits.acquire("acme", limited, 1, AbortSignal.timeout(5_000))).release();
+    expect(seen).toEqual([false, true]);
+    expect(stateLines().map(([level, msg]) => [level, msg])).toEqual([
+      [40, expect.stringMatching(/^partner limits store refused the command/)],
+      [30, "partner limits store reachable again"],
+    ]);
+    // The probe leaves nothing behind.
+    expect(await server.command("KEYS", `${prefix}:{%probe}*`)).toBe("*0");
+  });
+});
+
+describe("the redis test helper", () => {
+  it("rejects command() when the server closes the connection without a reply (SHUTDOWN)", async () => {
+    const doomed = await startRedis();
+    try {
+      await expect(doomed.command("SHUTDOWN", "NOSAVE")).rejects.toThrow(
+        "connection closed before the reply",
+      );
+    } finally {
+      await doomed.stop();
+    }
+  }, 15_000);
+});
+
 describe("RedisPartnerLimits on Redis Cluster", () => {
   let cluster: RedisServer;
   beforeAll(async () => {
@@ -610,6 +746,32 @@ describe("RedisPartnerLimits on Redis Cluster", () => {
         ),
       );
       expect(slots.size).toBe(1);
+    }
+  });
+
+  it('is what cluster.redis.mode "cluster" builds: a Cluster client holding each partner\'s limits', async () => {
+    const log = pino({ level: "silent" });
+    const prefix = newPrefix();
+    const layer = buildLimitsLayer(
+      { log },
+      { redisUrl: cluster.url, keyPrefix: prefix, leaseMs: 3000, mode: "cluster" },
+    );
+    try {
+      expect(layer.description).toBe(`shared through ${cluster.url} (Redis Cluster) (prefix ${prefix})`);
+      expect(await layer.connected(5_000)).toBe(true);
+      const spec: LimitSpec = { requests: 1, records: 0, intervalMs: 60_000, maxConcurrent: 1 };
+      (await layer.limits.acquire("acme", spec, 1, AbortSignal.timeout(5_000))).release();
+      // A Cluster client: it follows the slots across shards (one node holds them all here).
+      expect(layer.redis).toBeInstanceOf(Cluster);
+      // The lease given by the config: a permit in flight holds its slot 3 s unless renewed.
+      const permit = await layer.limits.acquire("initech", { ...spec, requests: 0 }, 1, forever);
+      const runKey = `${prefix}:{initech}:run`;
+      const leaseLeftMs = Number((await cluster.command("PTTL", runKey)).slice(1));
+      expect(leaseLeftMs).toBeGreaterThan(2_000);
+      expect(leaseLeftMs).toBeLessThanOrEqual(3_100);
+      permit.release();
+    } finally {
+      await layer.close();
     }
   });
 });

@@ -1146,13 +1146,75 @@ describe("loadConfig: per-queue byte budget, cluster and ops token", () => {
 
   it("cluster: in-memory by default; OCTORELAY_REDIS_URL and OCTORELAY_REDIS_KEY_PREFIX set it", () => {
     const box = sandbox(minimal());
-    expect(load(box).cluster).toEqual({ redisUrl: "", keyPrefix: "octorelay" });
+    expect(load(box).cluster).toEqual({
+      redisUrl: "",
+      keyPrefix: "octorelay",
+      leaseMs: 30_000,
+      mode: "standalone",
+    });
     expect(
       load(box, {
         OCTORELAY_REDIS_URL: "rediss://:pw@redis.internal:6380/0",
         OCTORELAY_REDIS_KEY_PREFIX: "or-prod",
       }).cluster,
-    ).toEqual({ redisUrl: "rediss://:pw@redis.internal:6380/0", keyPrefix: "or-prod" });
+    ).toEqual({
+      redisUrl: "rediss://:pw@redis.internal:6380/0",
+      keyPrefix: "or-prod",
+      leaseMs: 30_000,
+      mode: "standalone",
+    });
+  });
+
+  it("cluster.redis.leaseMs: set in a file, or by OCTORELAY_REDIS_LEASE_MS over it", () => {
+    const box = sandbox({ ...minimal(), cluster: { redis: { leaseMs: 45_000 } } });
+    expect(load(box).cluster.leaseMs).toBe(45_000);
+    expect(load(box, { OCTORELAY_REDIS_LEASE_MS: "3000" }).cluster.leaseMs).toBe(3000);
+  });
+
+  it.each([
+    ["3s", '"3s"'],
+    ["999", "999"],
+    ["1500.5", '"1500.5"'],
+  ])("cluster.redis.leaseMs that is not a whole number of ms of at least 1000 (%s)", (raw, shownAs) => {
+    const box = sandbox(minimal());
+    expectOneProblem(
+      problemsOf(() => load(box, { OCTORELAY_REDIS_LEASE_MS: raw })),
+      "cluster.redis.leaseMs",
+      "must be a whole number of milliseconds, at least 1000, and above the longest destination timeoutMs",
+      `got ${shownAs}`,
+    );
+  });
+
+  it("cluster.redis.mode: standalone by default; cluster from a file or OCTORELAY_REDIS_MODE", () => {
+    const box = sandbox({
+      ...minimal(),
+      cluster: {
+        redis: { url: "rediss://clustercfg.relay.abc123.use1.cache.amazonaws.com:6379", mode: "cluster" },
+      },
+    });
+    expect(load(box).cluster).toMatchObject({ mode: "cluster" });
+    box.write("default.json", minimal());
+    expect(load(box).cluster.mode).toBe("standalone");
+    expect(load(box, { OCTORELAY_REDIS_MODE: "cluster" }).cluster.mode).toBe("cluster");
+  });
+
+  it("cluster.redis.mode that is neither standalone nor cluster", () => {
+    const box = sandbox(minimal());
+    expectOneProblem(
+      problemsOf(() => load(box, { OCTORELAY_REDIS_MODE: "sharded" })),
+      "cluster.redis.mode",
+      '["standalone","cluster"]',
+    );
+  });
+
+  it("cluster.redis.mode cluster with a URL naming a database other than 0", () => {
+    const box = sandbox({
+      ...minimal(),
+      cluster: { redis: { url: "redis://:pw@redis.internal:6379/3", mode: "cluster" } },
+    });
+    const problems = problemsOf(() => load(box));
+    expectOneProblem(problems, "cluster.redis.url", "database 0 only", "drop the /3");
+    expect(problems.join("\n")).not.toContain("pw");
   });
 
   it.each([

@@ -16,6 +16,7 @@ import type { Logger } from "pino";
 import type { Config } from "../../config.ts";
 import type { ReplayResult } from "../../delivery/replay.ts";
 import { encodeKeySegment } from "../../destinations/s3.ts";
+import { LimitsUnavailableError } from "../../errors.ts";
 import type { RecentError } from "../../partners/directory.ts";
 import type { PartnerLimits, Pause } from "../../partners/partner-limits.ts";
 import type { PartnerSnapshot } from "../../service.ts";
@@ -739,7 +740,8 @@ class OperatorConsole {
       const forMs = parseDuration(params.get("for")?.[0] ?? "1h");
       if (isRefusal(forMs)) return forMs;
       const pause: Pause = { reason: "operator", untilMs: Date.now() + forMs };
-      await this.#deps.limits.pause(account, pause);
+      const refused = await unlessUnavailable(() => this.#deps.limits.pause(account, pause));
+      if (refused) return refused;
       this.#paused.set(account, pause);
       return {
         log: { action: "pause", account, untilMs: pause.untilMs },
@@ -754,8 +756,12 @@ class OperatorConsole {
     const params = strictParams(form, []);
     if (isRefusal(params)) return params;
     if (verb === "resume") {
-      const before = await this.#deps.limits.pauseOf(account);
-      await this.#deps.limits.resume(account);
+      let before: Pause | undefined;
+      const refused = await unlessUnavailable(async () => {
+        before = await this.#deps.limits.pauseOf(account);
+        await this.#deps.limits.resume(account);
+      });
+      if (refused) return refused;
       this.#paused.delete(account);
       const was = before?.reason === "operator";
       return {
@@ -1071,7 +1077,23 @@ const STATUS_TEXT: Record<number, string> = {
   415: "Unsupported media type",
   429: "Too many requests",
   500: "Internal error",
+  503: "Service unavailable",
 };
+
+/**
+ * Runs a call on the partner limits; their store being unavailable (Redis down, in cluster mode)
+ * is the operator's to retry, not an internal error: 503 with the limits' own message, which says
+ * what happened and when to try again.
+ */
+async function unlessUnavailable(call: () => Promise<void>): Promise<Refusal | undefined> {
+  try {
+    await call();
+    return undefined;
+  } catch (err) {
+    if (err instanceof LimitsUnavailableError) return refuse(503, err.message);
+    throw err;
+  }
+}
 
 function decodeSegment(raw: string, what: string): string | Refusal {
   if (raw.length > MAX_ACCOUNT_CHARS * 3) return refuse(414, `${what}: over ${MAX_ACCOUNT_CHARS} characters`);
