@@ -50,8 +50,10 @@ export class RecentRate {
   readonly #windowMs: number;
   readonly #samples: { atMs: number; count: number }[] = [];
 
-  constructor(windowMs = 5000) {
+  /** `startedAtMs`: counting starts from 0 then, so the first sample already has a rate. */
+  constructor(windowMs = 5000, startedAtMs?: number) {
     this.#windowMs = windowMs;
+    if (startedAtMs !== undefined) this.#samples.push({ atMs: startedAtMs, count: 0 });
   }
 
   sample(count: number, atMs = Date.now()): number {

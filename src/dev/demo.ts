@@ -63,7 +63,8 @@ class Demo {
   /** The demo's own clients (making queues, sending traffic, listing), apart from the service's. */
   readonly #own: AwsClients;
   readonly #status = new StatusLine();
-  readonly #rate = new RecentRate(5000);
+  /** Counting from the demo's start, so its first status line already shows a rate. */
+  readonly #rate = new RecentRate(5000, Date.now());
   /** Message ids of the bodies sent malformed on purpose, so their dead-letter lines can say so. */
   readonly #malformedIds = new Set<string>();
   readonly #log: Logger;

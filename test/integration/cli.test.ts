@@ -483,4 +483,9 @@ describe("octorelay demo", () => {
     expect(rate.sample(2000, 8000)).toBeLessThan(500);
     expect(rate.sample(2000, 12_000)).toBe(0);
   });
+
+  it("the first msg/s figure already counts from the start, not 0 (the demo's first line under load)", () => {
+    const rate = new RecentRate(5000, 0);
+    expect(rate.sample(5000, 5000)).toBe(1000);
+  });
 });
