@@ -12,8 +12,15 @@
  *                                                   per flush, acquisition p99), and three replicas on one
  *                                                   limited HTTP partner (most in a window, fraction of the
  *                                                   limit), in memory (before) and through Redis
- *   npm run bench -- --cpu-prof                     one octorelay run under --cpu-prof, top self time
- *                                                   (--contenders peer: profile that one instead)
+ *   npm run bench -- --vs-work                      and octorelay vs the work ceiling (the same AWS work done
+ *                                                   bare: bench/contenders/work-ceiling.ts) and the ceiling,
+ *                                                   alternated in each round at each of --work-accounts:
+ *                                                   msgs/s, ratio, CPU µs per message (process, threads
+ *                                                   included); `--only work` for just that
+ *   npm run bench -- --cpu-prof                     one octorelay run under --cpu-prof, top self time per
+ *                                                   thread and µs per message (--contenders work-ceiling:
+ *                                                   profile that one instead; --heap-prof: and the main
+ *                                                   thread's allocations, sampled)
  *   npm run bench:smoke                             a few thousand messages, 1 round; exits 1 on a loss
  *   npm run bench -- --render bench/results/latest.json   re-render the markdown and chart, no runs
  *
@@ -25,6 +32,7 @@
  * --max-unacked (5,000). Cluster: --cluster-rate (20 requests/s for the replicas' partner)
  * --cluster-seconds (15: the replica runs last about this long through Redis) --cluster-max-records (10).
  * The cluster section needs redis-server (REDIS_SERVER, default /usr/bin/redis-server); --smoke skips it.
+ * Work ceiling: --work-accounts (1,100,2900,50000) --work-messages (20,000; smoke 2,000) per run, --rounds rounds.
  * Other: --no-verify (skip reading buckets back) --verbose (children's output, octorelay logs at info).
  *
  * Writes bench/results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}); --out PATH writes
@@ -40,6 +48,7 @@ import { parseArgs } from "node:util";
 import { startPartnerServer } from "../test/helpers/partner-server.ts";
 import { type RedisServer, startRedis } from "../test/helpers/redis.ts";
 import { topSelfTime } from "./lib/cpu-profile.ts";
+import { topAllocations } from "./lib/heap-profile.ts";
 import { ContenderProcess, EmulatorProcess } from "./lib/processes.ts";
 import type {
   ContenderKind,
@@ -67,7 +76,9 @@ import { readBucket } from "./lib/verify.ts";
 
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url));
-const CONTENDERS: ContenderKind[] = ["ceiling", "octorelay", "peer"];
+const CONTENDERS: ContenderKind[] = ["ceiling", "work-ceiling", "octorelay", "peer"];
+/** The --vs-work runs, alternated in this order in each round. */
+const WORK_CONTENDERS: ContenderKind[] = ["ceiling", "work-ceiling", "octorelay"];
 const SIZES = [300, 10 * 1024, 200 * 1024];
 const ACCOUNT_SWEEP = [1, 100, 2_900, 50_000];
 /** Flush intervals; past 1 s, room for ~6,000 msg/s × (interval + 1 s) un-acked messages. */
@@ -107,11 +118,15 @@ const { values: args } = parseArgs({
     prefetch: { type: "string", default: "40" },
     "flush-interval-ms": { type: "string", default: "1000" },
     "max-unacked": { type: "string", default: "5000" },
+    "vs-work": { type: "boolean", default: false },
+    "work-accounts": { type: "string", default: ACCOUNT_SWEEP.join(",") },
+    "work-messages": { type: "string" },
     cluster: { type: "boolean", default: false },
     "cluster-rate": { type: "string", default: "20" },
     "cluster-seconds": { type: "string", default: "15" },
     "cluster-max-records": { type: "string", default: "10" },
     "cpu-prof": { type: "boolean", default: false },
+    "heap-prof": { type: "boolean", default: false },
     "no-verify": { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     render: { type: "string" },
@@ -133,7 +148,17 @@ for (const sweep of sweeps) {
   if (!["accounts", "flush", "sizes", "all"].includes(sweep))
     throw new Error(`--sweep: accounts, flush, sizes or all; got ${sweep}`);
 }
-const SECTIONS = ["main", "latency", "idle", "accounts", "flush", "sizes", "soak", "cluster"] as const;
+const SECTIONS = [
+  "main",
+  "latency",
+  "idle",
+  "work",
+  "accounts",
+  "flush",
+  "sizes",
+  "soak",
+  "cluster",
+] as const;
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>(
   args.only
@@ -145,6 +170,7 @@ const sections = new Set<Section>(
     : [
         "main",
         ...(smoke ? [] : (["latency", "idle"] as const)),
+        ...(args["vs-work"] ? (["work"] as const) : []),
         ...(sweeps.includes("all") ? (["accounts", "flush", "sizes"] as const) : []),
         ...(sweeps.filter((s) => s === "accounts" || s === "flush" || s === "sizes") as Section[]),
         ...(args.soak ? (["soak"] as const) : []),
@@ -220,6 +246,7 @@ interface RunOptions {
   execArgv?: string[];
   keepSamples?: boolean;
   sampleIntervalMs?: number;
+  heapProfilePath?: string;
   /** Read the bucket afterwards and match records to the ids sent (prefilled octorelay/peer runs). */
   verify?: boolean;
   round?: number;
@@ -275,6 +302,7 @@ async function run(o: RunOptions): Promise<RunRecord> {
       octorelay: o.settings ?? octorelay,
       keepSamples: o.keepSamples ?? false,
       sampleIntervalMs: o.sampleIntervalMs ?? 1000,
+      ...(o.heapProfilePath ? { heapProfilePath: o.heapProfilePath } : {}),
     });
     if (!("prefill" in o.feed)) {
       feeding = emulator.request({ op: "produce", queueName, traffic: o.traffic, count: o.count, ...o.feed });
@@ -416,6 +444,8 @@ async function benchmark(): Promise<void> {
         return undefined;
       });
 
+  const work = sections.has("work") ? await workRuns() : [];
+
   const sweepMessages = int(args["sweep-messages"], messages);
   const accounts: RunRecord[] = [];
   if (sections.has("accounts")) {
@@ -504,6 +534,7 @@ async function benchmark(): Promise<void> {
     main: { runs: main, summary },
     latency,
     idle,
+    work,
     accounts,
     flush,
     sizes,
@@ -532,6 +563,36 @@ function writeReport(report: BenchReport): void {
   process.stdout.write(markdown);
   const shown = relative(REPO_DIR, base).startsWith("..") ? base : relative(REPO_DIR, base);
   log(`wrote ${shown}.md and ${shown}.json${chart ? " and throughput.svg" : ""}`);
+}
+
+/**
+ * octorelay against the work ceiling (and the ceiling) at each account count: in every round the
+ * three drain the same pre-filled messages one after the other, so a machine that slows down for a
+ * while slows all three.
+ */
+async function workRuns(): Promise<RunRecord[]> {
+  const counts = (args["work-accounts"] ?? "").split(",").map((x) => int(x, 1));
+  const count = int(args["work-messages"], smoke ? 2_000 : 20_000);
+  log(`work ceiling: ${count} messages × ${rounds} round(s) at ${counts.join(", ")} accounts`);
+  const runs: RunRecord[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    for (const accounts of counts) {
+      for (const kind of WORK_CONTENDERS) {
+        runs.push(
+          await run({
+            kind,
+            label: `work ${accounts} accounts round ${round} ${kind}`,
+            traffic: { ...mainTraffic, accounts, seed: 1500 + accounts },
+            count,
+            feed: { prefill: true },
+            verify,
+            round,
+          }),
+        );
+      }
+    }
+  }
+  return runs;
 }
 
 function contenderKinds(): ContenderKind[] {
@@ -851,11 +912,15 @@ async function replicaRun(store: "memory" | "redis", redis: RedisServer): Promis
   }
 }
 
-/** One run under --cpu-prof; prints where each thread spent its time, by origin and by function. */
+/**
+ * One run under --cpu-prof; prints where each thread spent its time, by origin and by function, in
+ * ms and in µs per message; with --heap-prof, what the main thread allocated, by origin and function.
+ */
 async function profile(kind: ContenderKind = "octorelay"): Promise<void> {
   const dir = join(RESULTS_DIR, "profile");
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
+  const heapProfilePath = args["heap-prof"] ? join(dir, `${kind}.heapprofile`) : undefined;
   const record = await run({
     kind,
     label: `${kind} --cpu-prof`,
@@ -863,41 +928,82 @@ async function profile(kind: ContenderKind = "octorelay"): Promise<void> {
     count: messages,
     feed: { prefill: true },
     execArgv: ["--cpu-prof", `--cpu-prof-dir=${dir}`],
+    verify,
+    ...(heapProfilePath ? { heapProfilePath } : {}),
   });
+  const usPerMsg = (ms: number) => ((ms * 1000) / messages).toFixed(1);
+  const x = record.result;
   const lines = [
     `# ${kind} under --cpu-prof`,
     "",
-    `${messages} messages, ${mainTraffic.accounts} accounts, ${record.result.msgsPerSec.toFixed(0)} msg/s (profiling slows it down).`,
+    `\`${commandLine()}\` — ${codeVersion()}. ${messages} messages, ${mainTraffic.accounts} accounts, ` +
+      `${x.msgsPerSec.toFixed(0)} msg/s (profiling slows it down); process CPU ${x.cpuSec.toFixed(1)} s ` +
+      `(${usPerMsg(x.cpuSec * 1000)} µs/msg, ${usPerMsg(x.drainCpuSec * 1000)} from ready to the last delete); ` +
+      `S3 PUT/msg ${(x.s3Puts / messages).toFixed(3)}, SQS req/msg ${(x.sqsRequests / messages).toFixed(3)}` +
+      `${record.ok ? "" : `; FAILED: ${record.problems.join("; ")}`}.`,
     "",
   ];
   const files = readdirSync(dir)
     .filter((f) => f.endsWith(".cpuprofile"))
-    .map((f) => ({ file: f, ...topSelfTime(join(dir, f), 20) }))
+    .map((f) => ({ file: f, ...topSelfTime(join(dir, f), 25) }))
     .sort((a, b) => b.busyMs - a.busyMs);
   for (const [i, p] of files.entries()) {
     const thread = i === 0 ? "busiest thread (the main thread)" : "worker thread";
     lines.push(
       `## ${thread}: ${p.file}`,
       "",
-      `${(p.totalMs / 1000).toFixed(1)} s sampled, ${(p.busyMs / 1000).toFixed(1)} s busy.`,
+      `${(p.totalMs / 1000).toFixed(1)} s sampled, ${(p.busyMs / 1000).toFixed(1)} s busy = ${usPerMsg(p.busyMs)} µs per message.`,
       "",
       "By origin (self time, share of busy time):",
       "",
-      "| origin | self ms | share |",
-      "|---|---:|---:|",
+      "| origin | self ms | µs/msg | share |",
+      "|---|---:|---:|---:|",
       ...p.origins
-        .slice(0, 12)
-        .map((o) => `| ${o.origin} | ${o.selfMs.toFixed(0)} | ${(o.share * 100).toFixed(1)}% |`),
+        .slice(0, 15)
+        .map(
+          (o) =>
+            `| ${o.origin} | ${o.selfMs.toFixed(0)} | ${usPerMsg(o.selfMs)} | ${(o.share * 100).toFixed(1)}% |`,
+        ),
       "",
       "Top functions by self time:",
       "",
-      "| self ms | share of sampled | function | at |",
-      "|---:|---:|---|---|",
-      ...p.top.map((t) => `| ${t.selfMs.toFixed(0)} | ${(t.share * 100).toFixed(1)}% | ${t.fn} | ${t.at} |`),
+      "| self ms | µs/msg | share of sampled | function | at |",
+      "|---:|---:|---:|---|---|",
+      ...p.top.map(
+        (t) =>
+          `| ${t.selfMs.toFixed(0)} | ${usPerMsg(t.selfMs)} | ${(t.share * 100).toFixed(1)}% | ${t.fn} | ${t.at} |`,
+      ),
+      "",
+    );
+  }
+  if (heapProfilePath) {
+    const h = topAllocations(heapProfilePath, 25);
+    const kbPerMsg = (bytes: number) => (bytes / 1024 / messages).toFixed(2);
+    lines.push(
+      "## main thread allocations (sampled, collected objects included)",
+      "",
+      `${(h.totalBytes / 1024 / 1024).toFixed(0)} MB allocated from ready to the last delete = ${kbPerMsg(h.totalBytes)} KB per message.`,
+      "",
+      "| origin | MB | KB/msg | share |",
+      "|---|---:|---:|---:|",
+      ...h.origins
+        .slice(0, 12)
+        .map(
+          (o) =>
+            `| ${o.origin} | ${(o.bytes / 1024 / 1024).toFixed(0)} | ${kbPerMsg(o.bytes)} | ${(o.share * 100).toFixed(1)}% |`,
+        ),
+      "",
+      "| MB | KB/msg | share | function | at |",
+      "|---:|---:|---:|---|---|",
+      ...h.top.map(
+        (t) =>
+          `| ${(t.bytes / 1024 / 1024).toFixed(0)} | ${kbPerMsg(t.bytes)} | ${(t.share * 100).toFixed(1)}% | ${t.fn} | ${t.at} |`,
+      ),
       "",
     );
   }
   const markdown = `${lines.join("\n")}\n`;
   writeFileSync(join(RESULTS_DIR, `profile-${kind}.md`), markdown);
   process.stdout.write(markdown);
+  if (!record.ok) failures++;
 }

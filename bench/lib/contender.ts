@@ -3,6 +3,8 @@
  * contender with a WireMeter on its clients, sample memory and event-loop delay while it drains, and
  * send back one ContenderResult (peak RSS and CPU are this process's own, worker threads included).
  */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BIN_MS, WireMeter } from "./metrics.ts";
@@ -14,6 +16,7 @@ import type {
   Sample,
   ToContender,
 } from "./protocol.ts";
+import { latencyFigures } from "./stats.ts";
 
 export interface RunningContender {
   /** Stops receiving and lets in-flight work finish (bounded by the caller). */
@@ -73,6 +76,7 @@ export async function runContender(start: StartContender): Promise<never> {
     process.stderr.write(`${spec.kind}: could not start: ${(err as Error).stack}\n`);
     process.exit(1);
   }
+  const heapProfile = spec.heapProfilePath ? await startAllocationSampling() : undefined;
   const readyCpu = process.cpuUsage();
   const readyAtMs = Date.now();
   const samples: Sample[] = [];
@@ -113,6 +117,7 @@ export async function runContender(start: StartContender): Promise<never> {
   else if (spec.mode === "serve") await untilStopped();
   else failure = await untilDrained(spec, meter);
   const drainCpu = process.cpuUsage(readyCpu);
+  if (heapProfile && spec.heapProfilePath) await heapProfile.stop(spec.heapProfilePath);
 
   clearInterval(sampler);
   clearInterval(peaks);
@@ -145,11 +150,7 @@ export async function runContender(start: StartContender): Promise<never> {
     errors: Object.fromEntries(meter.errors),
     sqsRequests: meter.sqsCalls(),
     s3Puts: meter.s3Puts(),
-    latencyMs: {
-      p50: meter.latency.quantile(0.5),
-      p99: meter.latency.quantile(0.99),
-      max: meter.latency.maxMs,
-    },
+    latencyMs: latencyFigures(meter.latencyMs),
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     cpuSec: (cpu.user + cpu.system) / 1e6,
     drainCpuSec: (drainCpu.user + drainCpu.system) / 1e6,
@@ -159,6 +160,27 @@ export async function runContender(start: StartContender): Promise<never> {
   };
   await send({ type: "result", result });
   process.exit(0);
+}
+
+/**
+ * V8's sampling heap profiler on this thread, keeping the samples of objects already collected:
+ * what the run allocated, not only what was still alive at the end (`--heap-prof` keeps only that).
+ */
+async function startAllocationSampling(): Promise<{ stop(path: string): Promise<void> }> {
+  const session = new Session();
+  session.connect();
+  await session.post("HeapProfiler.startSampling", {
+    samplingInterval: 32 * 1024,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  return {
+    async stop(path: string) {
+      const { profile } = await session.post("HeapProfiler.stopSampling");
+      writeFileSync(path, JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
 }
 
 /** Resolves with a failure, or undefined once `expected` messages are deleted. */

@@ -24,7 +24,7 @@ export interface SelfTime {
   share: number;
 }
 
-const REPO = fileURLToPath(new URL("../../", import.meta.url));
+export const REPO = fileURLToPath(new URL("../../", import.meta.url));
 
 export interface OriginTime {
   /** src/, handlers/, a package under node_modules, a node: module, or a V8 bucket such as (garbage collector). */
@@ -35,7 +35,7 @@ export interface OriginTime {
 }
 
 /** Where a frame's code lives, coarsely: which package, which node: module, or our own code. */
-function originOf(fn: string, path: string): string {
+export function originOf(fn: string, path: string): string {
   if (!path) return fn.startsWith("(") ? fn : "(native)";
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(path);
   if (pkg) return pkg[1] as string;

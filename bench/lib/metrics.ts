@@ -4,9 +4,9 @@
  * messages received and deleted, and send-to-delete latency (the body's `sentAt` to the successful
  * DeleteMessage(Batch) entry that removed it).
  */
+import { createHistogram } from "node:perf_hooks";
 import type { S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { LatencyHistogram } from "./stats.ts";
 import { sentAtOf } from "./traffic.ts";
 
 /** Width of the bins of the deletes-over-time series. */
@@ -33,7 +33,8 @@ export class WireMeter {
   readonly calls = new Map<string, number>();
   /** Calls that failed (after the SDK's own retries), by the same names. */
   readonly errors = new Map<string, number>();
-  readonly latency = new LatencyHistogram();
+  /** Send→delete, whole ms; values below 1 ms count as 1 (the histogram holds integers ≥ 1). */
+  readonly latencyMs = createHistogram();
   received = 0;
   emptyReceives = 0;
   deleted = 0;
@@ -127,7 +128,8 @@ export class WireMeter {
     for (const handle of handles) {
       const sentAtMs = handle === undefined ? undefined : this.#sentAtByReceipt.get(handle);
       if (handle !== undefined) this.#sentAtByReceipt.delete(handle);
-      if (sentAtMs !== undefined && Number.isFinite(sentAtMs)) this.latency.record(nowMs - sentAtMs);
+      if (sentAtMs !== undefined && Number.isFinite(sentAtMs))
+        this.latencyMs.record(Math.max(1, nowMs - sentAtMs));
     }
     this.deleted += handles.length;
     this.deletesPerBin[bin] = (this.deletesPerBin[bin] as number) + handles.length;

@@ -1,7 +1,7 @@
 /** The messages the orchestrator exchanges with the emulator process and the contender processes. */
 import type { TrafficSpec } from "./traffic.ts";
 
-export type ContenderKind = "ceiling" | "octorelay" | "peer";
+export type ContenderKind = "ceiling" | "work-ceiling" | "octorelay" | "peer";
 
 // ── emulator process ────────────────────────────────────────────────────────────────────────────
 
@@ -103,6 +103,11 @@ export interface ContenderSpec {
   ceiling: { loops: number };
   peer: { consumers: number; deleteMode: "batch" | "message" };
   octorelay: OctorelaySettings;
+  /**
+   * Write a sampled allocation profile of the main thread (every allocation, collected or not)
+   * from ready to the last delete to this path (.heapprofile, for DevTools).
+   */
+  heapProfilePath?: string;
 }
 
 export interface Sample {

@@ -152,6 +152,8 @@ export interface BenchReport {
   main: { runs: RunRecord[]; summary: Partial<Record<ContenderKind, ContenderSummary>> };
   latency: RunRecord[];
   idle: IdleDispatchers | undefined;
+  /** --vs-work: ceiling, work ceiling and octorelay alternated in each round at each account count. */
+  work?: RunRecord[];
   accounts: RunRecord[];
   /** octorelay at the main traffic with longer flush intervals (and un-acked bounds to match). */
   flush: RunRecord[];
@@ -250,7 +252,124 @@ export function evaluateTargets(report: BenchReport): Target[] {
         : "not run (--soak)",
       pass: soak ? soak.rssFlat && soak.record.ok : undefined,
     },
+    ...[2_900, 1].map((accounts) => workTarget(report.work ?? [], accounts)),
     clusterTarget(report.cluster),
+  ];
+}
+
+/** One contender's figures at one account count of the --vs-work runs. */
+export interface WorkSummary {
+  accounts: number;
+  kind: ContenderKind;
+  runs: number;
+  failed: number;
+  msgsPerSec: Spread;
+  /** Per round: msgs/s over the work ceiling's in the same round at the same account count. */
+  ratioToWork: Spread;
+  /** The contender's own CPU (threads included) from ready to the last delete, per message. */
+  cpuUsPerMsg: Spread;
+  emulatorCpuUsPerMsg: Spread;
+  sqsPerMessage: Spread;
+  s3PutsPerMessage: Spread;
+  maxRssBytes: Spread;
+}
+
+export function summarizeWork(runs: RunRecord[]): WorkSummary[] {
+  const out: WorkSummary[] = [];
+  const accountCounts = [...new Set(runs.map((r) => r.traffic.accounts))];
+  const kinds = [...new Set(runs.map((r) => r.kind))];
+  for (const accounts of accountCounts) {
+    for (const kind of kinds) {
+      const all = runs.filter((r) => r.kind === kind && r.traffic.accounts === accounts);
+      if (all.length === 0) continue;
+      const ok = all.filter((r) => r.ok);
+      const of = (pick: (r: RunRecord) => number) => spread(ok.map(pick));
+      out.push({
+        accounts,
+        kind,
+        runs: all.length,
+        failed: all.length - ok.length,
+        msgsPerSec: of((r) => r.result.msgsPerSec),
+        ratioToWork: of((r) => {
+          const base = runs.find(
+            (b) =>
+              b.kind === "work-ceiling" && b.traffic.accounts === accounts && b.round === r.round && b.ok,
+          );
+          return base ? r.result.msgsPerSec / base.result.msgsPerSec : Number.NaN;
+        }),
+        cpuUsPerMsg: of((r) => (r.result.drainCpuSec * 1e6) / r.messages),
+        emulatorCpuUsPerMsg: of((r) => (r.emulatorCpuSec * 1e6) / r.messages),
+        sqsPerMessage: of((r) => r.result.sqsRequests / r.messages),
+        s3PutsPerMessage: of((r) => r.result.s3Puts / r.messages),
+        maxRssBytes: of((r) => r.result.maxRssBytes),
+      });
+    }
+  }
+  return out;
+}
+
+function workTarget(runs: RunRecord[], accounts: number): Target {
+  const name = `octorelay msgs/s vs the work ceiling at ${accounts.toLocaleString("en-US")} account${accounts === 1 ? "" : "s"}`;
+  const goal = "≥ 90%";
+  const x = summarizeWork(runs).find((w) => w.kind === "octorelay" && w.accounts === accounts);
+  if (!x || !Number.isFinite(x.ratioToWork.median))
+    return { name, goal, value: "not run (--vs-work)", pass: undefined };
+  return { name, goal, value: pct(x.ratioToWork), pass: x.ratioToWork.median >= 0.9 };
+}
+
+function workSection(runs: RunRecord[]): string[] {
+  const first = runs[0];
+  if (!first) return [];
+  const rounds = Math.max(...runs.map((r) => r.round ?? 1));
+  const rows = summarizeWork(runs).map((w) => {
+    const work = summarizeWork(runs).find((b) => b.kind === "work-ceiling" && b.accounts === w.accounts);
+    const cpuRatio = work ? w.cpuUsPerMsg.median / work.cpuUsPerMsg.median : Number.NaN;
+    return [
+      num(w.accounts),
+      w.kind,
+      fmtSpread(w.msgsPerSec),
+      w.kind === "work-ceiling" ? "100%" : pct(w.ratioToWork),
+      fmtSpread(w.cpuUsPerMsg),
+      w.kind === "work-ceiling" ? "1.00×" : Number.isFinite(cpuRatio) ? `${num(cpuRatio, 2)}×` : "—",
+      num(w.emulatorCpuUsPerMsg.median),
+      fmtSpread(w.sqsPerMessage, 3),
+      fmtSpread(w.s3PutsPerMessage, 3),
+      fmtSpread(w.maxRssBytes, 0, 1 / 1024 / 1024),
+      `${w.failed}/${w.runs}`,
+    ];
+  });
+  return [
+    "## octorelay vs the work ceiling",
+    "",
+    `${num(first.messages)} messages of ${first.traffic.sizeBytes} B per run, accounts Zipf(1); ${rounds} round(s), ` +
+      "in each round every account count, and at each the ceiling, the work ceiling and octorelay one after the other on " +
+      "the same messages; median (min–max). vs work = msgs/s over the work ceiling's in the same round. CPU µs/msg = the " +
+      "contender process's own CPU (octorelay's worker threads included) from ready to the last delete, per message.",
+    "",
+    ...table(
+      [
+        "accounts",
+        "contender",
+        "msgs/s",
+        "vs work",
+        "CPU µs/msg",
+        "CPU vs work",
+        "emulator CPU µs/msg",
+        "SQS req/msg",
+        "S3 PUT/msg",
+        "peak RSS MB",
+        "failed",
+      ],
+      rows,
+    ),
+    "",
+    ...runProblems(runs),
+    "- **work-ceiling** (bench/contenders/work-ceiling.ts): octorelay's AWS work done bare: 8 loops of " +
+      "ReceiveMessage(10); each body parsed and made into octorelay's NDJSON line; records grouped per account; every " +
+      "flush interval one gzip NDJSON PutObject per account (at once at maxRecords), at most 32 in flight; the messages " +
+      "deleted in DeleteMessageBatch(10) once their object is written; held messages capped at octorelay's maxUnacked. " +
+      "No handler pool, no actors, no heartbeats, no limits, no retries.",
+    "",
   ];
 }
 
@@ -338,7 +457,7 @@ export function renderMarkdown(r: BenchReport): string {
         "CPU µs/msg (with emulator)",
         "failed",
       ],
-      (["ceiling", "octorelay", "peer"] as const).flatMap((kind) => {
+      (["ceiling", "work-ceiling", "octorelay", "peer"] as const).flatMap((kind) => {
         const x = r.main.summary[kind];
         if (!x) return [];
         return [
@@ -598,10 +717,12 @@ export function renderMarkdown(r: BenchReport): string {
     );
   }
 
+  if (r.work && r.work.length > 0) out.push(...workSection(r.work));
   if (r.cluster) out.push(...clusterSection(r.cluster));
 
   const checked = [
     ...r.main.runs,
+    ...(r.work ?? []),
     ...r.accounts,
     ...r.flush,
     ...r.sizes,

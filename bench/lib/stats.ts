@@ -1,4 +1,5 @@
-/** Small statistics for the bench: summaries of repeated runs and a fixed-size latency histogram. */
+/** Small statistics for the bench: summaries of repeated runs and the figures of a latency histogram. */
+import type { RecordableHistogram } from "node:perf_hooks";
 
 export interface Spread {
   median: number;
@@ -28,32 +29,15 @@ export function spread(values: readonly number[]): Spread {
 }
 
 /**
- * Latencies in ms, in log-spaced buckets 1% wide: constant memory whatever the count (a soak
- * records millions), quantiles within 1%. Values below 1 ms share the first bucket.
+ * p50, p99 and max of a `perf_hooks` histogram of whole milliseconds; NaN for an empty one (the
+ * histogram itself answers 0). Its buckets keep 3 significant digits in constant memory, whatever
+ * the count (a soak records millions).
  */
-export class LatencyHistogram {
-  static readonly #GROWTH = Math.log(1.01);
-  readonly #counts: number[] = [];
-  count = 0;
-  maxMs = 0;
-
-  record(ms: number): void {
-    const index = ms <= 1 ? 0 : Math.ceil(Math.log(ms) / LatencyHistogram.#GROWTH);
-    while (this.#counts.length <= index) this.#counts.push(0);
-    this.#counts[index] = (this.#counts[index] as number) + 1;
-    this.count++;
-    if (ms > this.maxMs) this.maxMs = ms;
-  }
-
-  /** The upper bound of the bucket holding the q-th value (q in [0, 1]); NaN when empty. */
-  quantile(q: number): number {
-    if (this.count === 0) return Number.NaN;
-    const rank = Math.max(1, Math.ceil(q * this.count));
-    let seen = 0;
-    for (let i = 0; i < this.#counts.length; i++) {
-      seen += this.#counts[i] as number;
-      if (seen >= rank) return Math.min(this.maxMs, i === 0 ? 1 : Math.exp(i * LatencyHistogram.#GROWTH));
-    }
-    return this.maxMs;
-  }
+export function latencyFigures(histogram: Pick<RecordableHistogram, "count" | "percentile" | "max">): {
+  p50: number;
+  p99: number;
+  max: number;
+} {
+  if (histogram.count === 0) return { p50: Number.NaN, p99: Number.NaN, max: Number.NaN };
+  return { p50: histogram.percentile(50), p99: histogram.percentile(99), max: histogram.max };
 }
