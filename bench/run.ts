@@ -32,7 +32,9 @@
  * --max-unacked (5,000). Cluster: --cluster-rate (20 requests/s for the replicas' partner)
  * --cluster-seconds (15: the replica runs last about this long through Redis) --cluster-max-records (10).
  * The cluster section needs redis-server (REDIS_SERVER, default /usr/bin/redis-server); --smoke skips it.
- * Work ceiling: --work-accounts (1,100,2900,50000) --work-messages (20,000; smoke 2,000) per run, --rounds rounds.
+ * Work ceiling: --work-accounts (1,100,2900,50000) --work-messages (20,000; smoke 2,000) per run, --rounds rounds;
+ * --partner-concurrency N gives octorelay's partners N flushes in flight (default 2; the work ceiling has 32);
+ * --concurrency N sets octorelay's handlers at once per queue (default 32).
  * Other: --no-verify (skip reading buckets back) --verbose (children's output, octorelay logs at info).
  *
  * Writes bench/results/latest.{md,json} and throughput.svg (smoke: smoke.{md,json}); --out PATH writes
@@ -121,6 +123,8 @@ const { values: args } = parseArgs({
     "vs-work": { type: "boolean", default: false },
     "work-accounts": { type: "string", default: ACCOUNT_SWEEP.join(",") },
     "work-messages": { type: "string" },
+    "partner-concurrency": { type: "string" },
+    concurrency: { type: "string" },
     cluster: { type: "boolean", default: false },
     "cluster-rate": { type: "string", default: "20" },
     "cluster-seconds": { type: "string", default: "15" },
@@ -186,7 +190,7 @@ const peerConsumers = int(args["peer-consumers"], 8);
 const verify = !args["no-verify"];
 
 const octorelay: OctorelaySettings = {
-  concurrency: 32,
+  concurrency: int(args.concurrency, 32),
   threads: int(args.threads, 2),
   prefetch: int(args.prefetch, 40),
   maxUnacked: int(args["max-unacked"], 5000),
@@ -573,6 +577,7 @@ function writeReport(report: BenchReport): void {
 async function workRuns(): Promise<RunRecord[]> {
   const counts = (args["work-accounts"] ?? "").split(",").map((x) => int(x, 1));
   const count = int(args["work-messages"], smoke ? 2_000 : 20_000);
+  const partnerConcurrency = args["partner-concurrency"] ? int(args["partner-concurrency"], 2) : undefined;
   log(`work ceiling: ${count} messages × ${rounds} round(s) at ${counts.join(", ")} accounts`);
   const runs: RunRecord[] = [];
   for (let round = 1; round <= rounds; round++) {
@@ -585,6 +590,15 @@ async function workRuns(): Promise<RunRecord[]> {
             traffic: { ...mainTraffic, accounts, seed: 1500 + accounts },
             count,
             feed: { prefill: true },
+            // The work ceiling keeps up to 32 objects in flight; octorelay's partners 2 each by default.
+            ...(kind === "octorelay" && partnerConcurrency
+              ? {
+                  settings: {
+                    ...octorelay,
+                    limits: { store: "memory" as const, maxConcurrentFlushes: partnerConcurrency },
+                  },
+                }
+              : {}),
             verify,
             round,
           }),
