@@ -25,6 +25,21 @@ export interface PartnerSnapshot {
   waitingFor?: string;
 }
 
+/** A partner this process holds nothing for (forgotten, or known only from shared state). */
+export function emptySnapshot(account: string): PartnerSnapshot {
+  return {
+    account,
+    state: "idle",
+    dispatchers: 0,
+    buffered: 0,
+    inFlight: 0,
+    oldestBufferedAgeMs: undefined,
+    parkedBatches: 0,
+    lastError: undefined,
+    lastErrorAgeMs: undefined,
+  };
+}
+
 /** Every configured queue's relay, started together and stopped together under one deadline. */
 export class Service {
   readonly relays: Relay[];
@@ -96,13 +111,7 @@ export class Service {
     });
     const forgotten = [...this.partners.recentErrors()].map(
       ([account, error]): PartnerSnapshot => ({
-        account,
-        state: "idle",
-        dispatchers: 0,
-        buffered: 0,
-        inFlight: 0,
-        oldestBufferedAgeMs: undefined,
-        parkedBatches: 0,
+        ...emptySnapshot(account),
         lastError: error.message,
         lastErrorAgeMs: nowMs - error.atMs,
       }),

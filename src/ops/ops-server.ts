@@ -11,7 +11,7 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { PartnerState } from "../partners/partner.ts";
 import type { Pause } from "../partners/partner-limits.ts";
-import type { PartnerSnapshot, Service } from "../service.ts";
+import { emptySnapshot, type PartnerSnapshot, type Service } from "../service.ts";
 import { ConsoleAuth, clearedSessionCookie, LoginThrottle } from "./console/auth.ts";
 import type { ConsoleHandler } from "./console/console.ts";
 import type { Metrics } from "./metrics.ts";
@@ -516,18 +516,7 @@ export function withOperatorPauses(
     return { ...s, state: "paused", pause };
   });
   for (const [account, pause] of live) {
-    entries.push({
-      account,
-      state: "paused",
-      dispatchers: 0,
-      buffered: 0,
-      inFlight: 0,
-      oldestBufferedAgeMs: undefined,
-      parkedBatches: 0,
-      lastError: undefined,
-      lastErrorAgeMs: undefined,
-      pause,
-    });
+    entries.push({ ...emptySnapshot(account), state: "paused", pause });
   }
   return entries;
 }
@@ -570,18 +559,7 @@ export async function withPauses(
   if (addUnknown) {
     const pause = pauses[0];
     if (!pause) return { status: 200, json: page };
-    const idle: PartnerEntry = {
-      account,
-      state: "idle",
-      dispatchers: 0,
-      buffered: 0,
-      inFlight: 0,
-      oldestBufferedAgeMs: undefined,
-      parkedBatches: 0,
-      lastError: undefined,
-      lastErrorAgeMs: undefined,
-      pause,
-    };
+    const idle: PartnerEntry = { ...emptySnapshot(account), pause };
     return { status: 200, json: { ...page, total: 1, partners: [idle] } };
   }
   const partners = page.partners.map((p, i) => {

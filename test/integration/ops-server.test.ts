@@ -18,6 +18,7 @@ import {
 import type { Service } from "../../src/service.ts";
 import { createBucket, createQueue, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { it } from "../helpers/fixtures.ts";
+import type { ServiceProcess } from "../helpers/process.ts";
 import { sampleHandler, startService } from "../helpers/service.ts";
 
 interface RawReply {
@@ -246,21 +247,30 @@ describe("hostile requests to the ops server", () => {
   });
 });
 
+/** `octorelay start` as a real process on one queue, once its ops server and queues are up. */
+async function startedProcess(
+  spawnService: (config: object) => ServiceProcess,
+  queueName: string,
+  bucket: string,
+): Promise<{ proc: ServiceProcess; url: string }> {
+  const proc = spawnService({
+    destination: { bucket },
+    queues: [{ queue: queueName, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
+  });
+  const listening = await waitFor("the ops server listening", () =>
+    proc.logs.find((l) => typeof l.url === "string" && String(l.msg).startsWith("ops server listening")),
+  );
+  await waitFor("the service started", () => proc.logs.some((l) => l.msg === "octorelay started"));
+  return { proc, url: listening.url as string };
+}
+
 describe("the real process", () => {
   it("survives GET // on its ops port and keeps answering /healthz", async ({
     queue: q,
     bucket,
     spawnService,
   }) => {
-    const proc = spawnService({
-      destination: { bucket },
-      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
-    });
-    const listening = await waitFor("the ops server listening", () =>
-      proc.logs.find((l) => typeof l.url === "string" && String(l.msg).startsWith("ops server listening")),
-    );
-    const url = listening.url as string;
-    await waitFor("the service started", () => proc.logs.some((l) => l.msg === "octorelay started"));
+    const { proc, url } = await startedProcess(spawnService, q.name, bucket);
     const reply = await raw(url, get("//"));
     const fatal = () => JSON.stringify(proc.logs.filter((l) => Number(l.level) >= 50));
     expect(reply.status, fatal()).toBe(404);
@@ -279,15 +289,7 @@ describe("the operator console in the real process", () => {
     bucket,
     spawnService,
   }) => {
-    const proc = spawnService({
-      destination: { bucket },
-      queues: [{ queue: q.name, handler: sampleHandler("passthrough.ts"), waitTimeSec: 1 }],
-    });
-    const listening = await waitFor("the ops server listening", () =>
-      proc.logs.find((l) => typeof l.url === "string" && String(l.msg).startsWith("ops server listening")),
-    );
-    const url = listening.url as string;
-    await waitFor("the service started", () => proc.logs.some((l) => l.msg === "octorelay started"));
+    const { proc, url } = await startedProcess(spawnService, q.name, bucket);
     const overview = await fetch(`${url}/`);
     expect(overview.status).toBe(200);
     expect(overview.headers.get("content-type")).toMatch(/text\/html/);

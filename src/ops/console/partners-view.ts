@@ -8,7 +8,7 @@ import { toDestination } from "../../config.ts";
 import { redactUrl } from "../../destinations/destination.ts";
 import { mergeProfile as merge } from "../../partners/directory.ts";
 import type { Pause } from "../../partners/partner-limits.ts";
-import type { PartnerSnapshot } from "../../service.ts";
+import { emptySnapshot, type PartnerSnapshot } from "../../service.ts";
 import { PARTNER_SORTS, type PartnerSort } from "../partner-order.ts";
 import { type Refusal, refuse, shown, strictParams } from "./http.ts";
 
@@ -56,18 +56,7 @@ export function partnerRows(
   }
   for (const [account, pause] of paused) {
     if (seen.has(account) || pause.untilMs <= nowMs) continue;
-    rows.push({
-      account,
-      state: "paused",
-      pause,
-      dispatchers: 0,
-      buffered: 0,
-      inFlight: 0,
-      oldestBufferedAgeMs: undefined,
-      parkedBatches: 0,
-      lastError: undefined,
-      lastErrorAgeMs: undefined,
-    });
+    rows.push({ ...emptySnapshot(account), state: "paused", pause });
   }
   return rows;
 }
