@@ -9,7 +9,12 @@ import { pino } from "pino";
 import { createAwsClients } from "../aws-clients.ts";
 import { loadConfig } from "../config.ts";
 import { redactUrlsIn } from "../ops/console/partners-view.ts";
-import { DeadLetters, type PeekedMessage, resolveDeadLetterRoutes } from "../ops/dead-letters.ts";
+import {
+  DeadLetters,
+  type PeekedMessage,
+  redriveProblems,
+  resolveDeadLetterRoutes,
+} from "../ops/dead-letters.ts";
 import { duration, isoTime, printable } from "./partners.ts";
 
 /** ReceiveMessage returns at most 10 a call; the peek gathers up to this many. */
@@ -146,16 +151,7 @@ export async function deadLettersRedrive(
     }
     return 0;
   }
-  const problems = [
-    result.sendFailed ? `${result.sendFailed} could not be sent and stay in the dead-letter queue` : "",
-    result.deleteFailed ? `${result.deleteFailed} were sent but not deleted (they will show up twice)` : "",
-    result.unknownSource
-      ? `${result.unknownSource} name no configured source queue and were left in place`
-      : "",
-    result.notFound.length
-      ? `${result.notFound.length} selected were not found (already redriven, or expired): ${result.notFound.map(printable).join(", ")}`
-      : "",
-  ].filter(Boolean);
+  const problems = redriveProblems(result, (ids) => ids.map(printable).join(", "));
   if (!options.json) {
     const more = result.more ? "; more remain: run it again" : "";
     process.stdout.write(

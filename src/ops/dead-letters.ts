@@ -73,6 +73,25 @@ export type RedriveResult =
       more: boolean;
     };
 
+/**
+ * What a receive → send → delete redrive left undone, one phrase each (none when everything went
+ * back). `ids` adds the selected ids that were not found, for a terminal that can show them.
+ */
+export function redriveProblems(
+  result: Extract<RedriveResult, { method: "receive-send-delete" }>,
+  ids?: (notFound: string[]) => string,
+): string[] {
+  const { sendFailed, deleteFailed, unknownSource, notFound } = result;
+  return [
+    sendFailed ? `${sendFailed} could not be sent and stay in the dead-letter queue` : "",
+    deleteFailed ? `${deleteFailed} were sent but not deleted (they will show up twice)` : "",
+    unknownSource ? `${unknownSource} name no configured source queue and were left in place` : "",
+    notFound.length
+      ? `${notFound.length} selected were not found (already redriven, or expired)${ids ? `: ${ids(notFound)}` : ""}`
+      : "",
+  ].filter(Boolean);
+}
+
 export interface DeadLettersOptions {
   /** Every configured queue; messages are only ever sent to one of these. */
   routes: DeadLetterRoute[];

@@ -20,7 +20,7 @@ import { LimitsUnavailableError } from "../../errors.ts";
 import type { RecentError } from "../../partners/directory.ts";
 import type { PartnerLimits, Pause } from "../../partners/partner-limits.ts";
 import type { PartnerSnapshot } from "../../service.ts";
-import { type DeadLetterRoute, DeadLetters, type RedriveResult } from "../dead-letters.ts";
+import { type DeadLetterRoute, DeadLetters, type RedriveResult, redriveProblems } from "../dead-letters.ts";
 import { assetNamed } from "./assets.ts";
 import {
   type AuthResult,
@@ -868,17 +868,7 @@ class OperatorConsole {
         json: { ok: true, action: "redrive", queue, ...result },
       };
     }
-    const problems = [
-      result.sendFailed ? `${result.sendFailed} could not be sent and stay in the dead-letter queue` : "",
-      result.deleteFailed ? `${result.deleteFailed} were sent but not deleted (they will show up twice)` : "",
-      result.unknownSource
-        ? `${result.unknownSource} name no configured source queue and were left in place`
-        : "",
-      result.notFound.length
-        ? `${result.notFound.length} selected were not found (already redriven or expired)`
-        : "",
-      result.more ? "more remain: redrive again" : "",
-    ].filter(Boolean);
+    const problems = [...redriveProblems(result), ...(result.more ? ["more remain: redrive again"] : [])];
     return {
       log: {
         action: "redrive",
