@@ -321,7 +321,7 @@ export const QUEUE_KEYS = {
     default: "",
   }),
   partnerShare: key({
-    doc: "Largest fraction of `maxUnacked` one partner's undelivered outputs may take; past it, its messages are shed.",
+    doc: "Fraction of `maxUnacked` one partner's undelivered outputs may always take; past it, its messages are shed. A partner that is delivering (no batch failing) may also borrow what no other partner holds, up to `maxUnacked` less one share.",
     format: FRACTION,
     default: 0.25,
   }),

@@ -31,6 +31,8 @@ export interface DispatcherDeps<T> {
   outcomes: DeliveryOutcomes<T>;
   /** The dispatcher stopped itself; the router forgets it in the same tick. */
   onStopped(dispatcher: Dispatcher<T>): void;
+  /** Records buffered or in flight across the queue's dispatchers; each keeps its part of it current. */
+  held: { records: number };
 }
 
 /** What becomes of the outputs a dispatcher was given: the owner of the tickets acts on it. */
@@ -87,6 +89,10 @@ export class Dispatcher<T> {
   #stopped = false;
   #oldestBufferedAtMs: number | undefined;
   #lastError: string | undefined;
+  /** A batch was delivered since this dispatcher started. */
+  #deliveredOnce = false;
+  /** Batches whose last try failed (or was refused) and that are not done yet. */
+  readonly #failing = new Set<Batch>();
   #drained: (() => void)[] | undefined;
 
   constructor(deps: DispatcherDeps<T>, options: DispatcherOptions) {
@@ -127,11 +133,17 @@ export class Dispatcher<T> {
     return this.#lastError;
   }
 
+  /** Delivered since it started and no batch failing now: the partner is taking what it is sent. */
+  get delivering(): boolean {
+    return this.#deliveredOnce && this.#failing.size === 0;
+  }
+
   add(record: DispatchRecord<T>): void {
     if (this.#stopped)
       throw new Error(`dispatcher for ${this.account} is stopped; the router must spawn a new one`);
     if (this.#buffer.length === 0) this.#oldestBufferedAtMs = Date.now();
     this.#buffer.push(record);
+    this.#deps.held.records++;
     this.#bufferedBytes += Buffer.byteLength(record.line);
     this.#emptyTicks = 0;
     if (this.#full()) this.#cut();
@@ -158,6 +170,7 @@ export class Dispatcher<T> {
     const tickets = this.#buffer.map((r) => r.ticket);
     this.#buffer = [];
     this.#bufferedBytes = 0;
+    this.#deps.held.records -= tickets.length;
     if (tickets.length > 0) this.#deps.outcomes.abandoned(tickets, "stopping");
     this.#stop();
   }
@@ -234,6 +247,8 @@ export class Dispatcher<T> {
     ).finally(() => {
       this.#inFlight--;
       this.#inFlightRecords -= records.length;
+      this.#deps.held.records -= records.length;
+      this.#failing.delete(batch);
       if (this.#inFlight === 0 && !signal.aborted) this.#abort = undefined;
       if (this.#full() || (this.#drained && this.#buffer.length > 0)) this.#cut();
       if (this.#buffer.length === 0 && this.#inFlight === 0 && this.#drained) {
@@ -302,10 +317,15 @@ export class Dispatcher<T> {
           records: batch.lines.length,
           bytes: batch.bytes,
         });
-        if (outcome === "delivered") this.#lastError = undefined;
+        if (outcome === "delivered") {
+          this.#lastError = undefined;
+          this.#deliveredOnce = true;
+          this.#failing.delete(batch);
+        }
       },
       failed: (batch, error, { attempt, retryInMs, quiet }) => {
         this.#lastError = error.message;
+        this.#failing.add(batch);
         if (retryInMs === undefined || quiet) return;
         this.#logger()[attempt === 1 ? "warn" : "error"](
           { err: error, batchId: batch.batchId, attempt, retryInMs },

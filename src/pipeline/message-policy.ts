@@ -32,7 +32,10 @@ export interface QueuePolicy {
   maxReceiveCount: number | undefined;
   deadLetterConfigured: boolean;
   maxUnacked: number;
-  /** Fraction of maxUnacked one account's undelivered outputs may hold. */
+  /**
+   * Fraction of maxUnacked one account's undelivered outputs may always hold; a delivering account
+   * may also borrow what nobody holds (see `accountLimit`).
+   */
   partnerShare: number;
   retryBaseMs: number;
   retryMaxMs: number;
@@ -42,12 +45,21 @@ export interface QueuePolicy {
   random?: () => number;
 }
 
+/** What the queue's accounts hold now (the router's view). */
+export interface Holding {
+  /** Outputs an account has buffered or in flight now, across the queue's dispatchers. */
+  held(account: string): number;
+  /** Outputs all accounts together have buffered or in flight. */
+  readonly heldTotal: number;
+  /** The account has delivered since its dispatcher started, and none of its batches is failing now. */
+  delivering(account: string): boolean;
+}
+
 export interface MessageState {
   /** The message's ApproximateReceiveCount. */
   receiveCount: number;
   queue: QueuePolicy;
-  /** Outputs an account has buffered or in flight now, across the queue's dispatchers. */
-  holding: { held(account: string): number };
+  holding: Holding;
 }
 
 /** The decision for a message: a function of its outcome and state only. */
@@ -100,6 +112,20 @@ export function shareLimit(queue: Pick<QueuePolicy, "maxUnacked" | "partnerShare
   return Math.max(1, Math.floor(queue.maxUnacked * queue.partnerShare));
 }
 
+/**
+ * The most outputs `account` may hold now. A new or failing partner: its share. A delivering one may
+ * borrow room nobody else holds, always leaving one share for the others: a lone partner is not shed
+ * at a quarter of the budget, and one that turns failing while it borrows still leaves the others
+ * room. Once it fails it is back to its share, and what it borrowed drains or is given up on.
+ */
+export function accountLimit(account: string, state: Pick<MessageState, "queue" | "holding">): number {
+  const share = shareLimit(state.queue);
+  const { holding } = state;
+  if (!holding.delivering(account)) return share;
+  const heldByOthers = holding.heldTotal - holding.held(account);
+  return Math.max(share, state.queue.maxUnacked - share - heldByOthers);
+}
+
 function deadLetter(reason: string, state: MessageState): Decision {
   if (!state.queue.deadLetterConfigured) {
     return { action: "release", cause: "no-dead-letter-queue", delaySec: retryDelaySec(state), reason };
@@ -108,24 +134,26 @@ function deadLetter(reason: string, state: MessageState): Decision {
 }
 
 /**
- * Fairness: one partner may hold at most its share of maxUnacked, so a slow or down partner cannot
- * take the whole budget. All or nothing: routing some outputs and releasing the message would
+ * Fairness: one partner may hold at most `accountLimit` of maxUnacked, so a slow or down partner
+ * cannot take the whole budget. All or nothing: routing some outputs and releasing the message would
  * duplicate those. An account holding nothing may always take one message, however many outputs.
- * Returns the first account these outputs would push past its share.
+ * Returns the first account these outputs would push past its limit.
  */
 function overShare(outputs: readonly { account: string }[], state: MessageState): string | undefined {
-  const share = shareLimit(state.queue);
   const { holding } = state;
   const only = outputs.length === 1 ? outputs[0] : undefined;
   if (only) {
     const held = holding.held(only.account);
-    return held > 0 && held + 1 > share ? only.account : undefined;
+    // The limit is asked for only past the share: the common case costs one lookup.
+    return held > 0 && held + 1 > shareLimit(state.queue) && held + 1 > accountLimit(only.account, state)
+      ? only.account
+      : undefined;
   }
   const adding = new Map<string, number>();
   for (const o of outputs) adding.set(o.account, (adding.get(o.account) ?? 0) + 1);
   for (const [account, n] of adding) {
     const held = holding.held(account);
-    if (held > 0 && held + n > share) return account;
+    if (held > 0 && held + n > accountLimit(account, state)) return account;
   }
   return undefined;
 }

@@ -7,6 +7,7 @@ export type { DeliveryOutcomes } from "./dispatcher.ts";
 
 import type { Partner } from "../partners/partner.ts";
 import type { RelayEventSink } from "./events.ts";
+import type { Holding } from "./message-policy.ts";
 import { TickWheel } from "./tick-wheel.ts";
 
 /** What a dispatcher for one account runs with: its profile and its partner's shared limits. */
@@ -34,12 +35,14 @@ export interface RouterDeps<T> {
  * Account → dispatcher for one queue. The first output for an account spawns its dispatcher; a
  * dispatcher that stops is forgotten in the same tick, so the next output spawns a fresh one.
  */
-export class Router<T> {
+export class Router<T> implements Holding {
   readonly #deps: Omit<RouterDeps<T>, "outcomes">;
   readonly #queue: string;
   readonly #dispatchers = new Map<string, Dispatcher<T>>();
   /** One deps object for all of this queue's dispatchers: per-account parts go in their options. */
   readonly #dispatcherDeps: DispatcherDeps<T>;
+  /** Kept by the dispatchers: what all of them hold, without a walk over tens of thousands. */
+  readonly #held = { records: 0 };
 
   constructor(deps: RouterDeps<T>, options: { queue: string }) {
     this.#deps = deps;
@@ -50,6 +53,7 @@ export class Router<T> {
       events: deps.events,
       outcomes: deps.outcomes,
       onStopped: (stopped) => this.#forget(stopped),
+      held: this.#held,
       ...(deps.ticker === null ? {} : { ticker: deps.ticker ?? new TickWheel() }),
     };
   }
@@ -79,6 +83,16 @@ export class Router<T> {
   held(account: string): number {
     const d = this.#dispatchers.get(account);
     return d ? d.buffered + d.inFlightRecords : 0;
+  }
+
+  /** Outputs buffered or being flushed across every account of the queue. */
+  get heldTotal(): number {
+    return this.#held.records;
+  }
+
+  /** The account's dispatcher has delivered and has no batch failing now (see Dispatcher.delivering). */
+  delivering(account: string): boolean {
+    return this.#dispatchers.get(account)?.delivering ?? false;
   }
 
   get(account: string): Dispatcher<T> | undefined {

@@ -22,6 +22,8 @@ export interface PartnerServer {
   mode: "up" | "503" | "drop";
   /** Answers this status instead of 200 when it returns one for a batch. */
   statusFor?: (batch: ReceivedBatch) => number | undefined;
+  /** Answers an accepted batch this long after it arrived (a slower partner). */
+  delayMs?: number;
   records(): ReceivedBatch["records"];
   /** Most requests that arrived within any window of `windowMs`. */
   maxInWindow(windowMs?: number): number;
@@ -90,6 +92,7 @@ export async function startPartnerServer(
       res.writeHead(status).end();
       return;
     }
+    if (state.delayMs) await new Promise((resolve) => setTimeout(resolve, state.delayMs));
     state.batches.push(batch);
     res.writeHead(200).end();
   });

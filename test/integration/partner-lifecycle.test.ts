@@ -208,6 +208,66 @@ describe("fairness counts what is in flight", () => {
   });
 });
 
+describe("a partner that keeps delivering borrows room nobody holds", () => {
+  it("a lone partner holds past its share, up to maxUnacked less one share; each message delivered once", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    partnerServer: partner,
+    startService,
+  }) => {
+    const maxUnacked = 100;
+    const partnerShare = 0.1;
+    const share = maxUnacked * partnerShare;
+    // One flush at a time, each answered after 50 ms: what it is sent meanwhile waits in its buffer.
+    partner.delayMs = 50;
+    const service = await startService({
+      dispatch: { flushIntervalMs: 100, maxRecords: 20, maxConcurrentFlushes: 1 },
+      destination: { bucket },
+      partners: { accounts: { lone: http(partner.url) } },
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("passthrough.ts"),
+          waitTimeSec: 1,
+          maxUnacked,
+          partnerShare,
+          concurrency: 4,
+          prefetch: 4,
+        },
+      ],
+    });
+    const relay = service.relays[0];
+    // It earns the loan by delivering: a new partner may be down, and holds only its share.
+    const ids = await sendBodies(emu, q.url, [{ account: "lone", i: -1 }]);
+    await waitFor("the first message delivered", () => relay?.stats.deleted === 1, 30_000);
+    const count = 600;
+    ids.push(
+      ...(await sendBodies(
+        emu,
+        q.url,
+        Array.from({ length: count }, (_, i) => ({ account: "lone", i })),
+      )),
+    );
+    let mostHeld = 0;
+    while ((relay?.stats.deleted ?? 0) < ids.length) {
+      for (const s of service.partnerSnapshots())
+        if (s.account === "lone") mostHeld = Math.max(mostHeld, s.buffered + s.inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    console.log(
+      `[figures] lone partner, share ${share} of ${maxUnacked}: held up to ${mostHeld} records; ${relay?.stats.shed} messages shed`,
+    );
+    expect(mostHeld).toBeGreaterThan(share);
+    expect(mostHeld).toBeLessThanOrEqual(maxUnacked - share);
+    expect(account(ids, partner.records(), [])).toMatchObject({
+      delivered: ids.length,
+      lost: 0,
+      duplicated: 0,
+    });
+  });
+});
+
 describe("partners that fail for good", () => {
   it("are forgotten once their dispatchers stop, each distinct account's error still shown", async ({
     emulator: emu,

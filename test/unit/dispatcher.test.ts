@@ -111,6 +111,7 @@ function setup(
   const onRejected = vi.fn<DispatcherDeps<number>["outcomes"]["rejected"]>();
   const onAbandoned = vi.fn<DispatcherDeps<number>["outcomes"]["abandoned"]>();
   const onStopped = vi.fn<DispatcherDeps<number>["onStopped"]>();
+  const held = { records: 0 };
   const dispatcher = new Dispatcher<number>(
     {
       park: new FakeDestination(),
@@ -118,6 +119,7 @@ function setup(
       events,
       outcomes: { delivered: onDelivered, rejected: onRejected, abandoned: onAbandoned },
       onStopped,
+      held,
     },
     {
       queue: "orders",
@@ -130,7 +132,18 @@ function setup(
   const add = (...tickets: number[]) => {
     for (const t of tickets) dispatcher.add({ line: line(t), ticket: t });
   };
-  return { dispatcher, destination, stats, delivered, onDelivered, onRejected, onAbandoned, onStopped, add };
+  return {
+    dispatcher,
+    destination,
+    stats,
+    delivered,
+    onDelivered,
+    onRejected,
+    onAbandoned,
+    onStopped,
+    add,
+    held,
+  };
 }
 
 /** Lets every pending promise callback run without moving the fake clock. */
@@ -814,6 +827,7 @@ describe("Dispatcher: giving up on a partly delivered batch", () => {
         events,
         outcomes: { delivered: onDelivered, rejected: vi.fn(), abandoned: onAbandoned },
         onStopped: vi.fn(),
+        held: { records: 0 },
       },
       {
         queue: "orders",
@@ -891,6 +905,55 @@ describe("Router: what a partner holds", () => {
     for (const call of destination.pending) call.resolve();
     await vi.advanceTimersByTimeAsync(2000);
     expect(router.held("acme")).toBe(0);
+  });
+
+  it("heldTotal is what every account holds; delivering is earned by a delivery and lost while a batch fails", async () => {
+    const destinations = new Map([
+      ["acme", new FakeDestination()],
+      ["globex", new FakeDestination()],
+    ]);
+    for (const d of destinations.values()) d.hold = true;
+    const router = new Router<number>(
+      {
+        resolve: (account) => ({
+          dispatch: { ...baseOptions, maxRecords: 3 },
+          destination: destinations.get(account) as FakeDestination,
+          partner: { ...unlimited },
+        }),
+        park: new FakeDestination(),
+        log,
+        events: countedEvents().events,
+        outcomes: { delivered: () => {}, rejected: () => {}, abandoned: () => {} },
+      },
+      { queue: "orders" },
+    );
+    const acme = destinations.get("acme") as FakeDestination;
+    for (let i = 1; i <= 4; i++) router.route("acme", line(i), i);
+    for (let i = 5; i <= 6; i++) router.route("globex", line(i), i);
+    expect(router.heldTotal).toBe(6);
+    // Nothing delivered yet: a new partner has not shown it takes what it is sent.
+    expect(router.delivering("acme")).toBe(false);
+    expect(router.delivering("nobody")).toBe(false);
+
+    acme.pending[0]?.resolve();
+    await settle();
+    expect(router.heldTotal).toBe(3);
+    expect(router.delivering("acme")).toBe(true);
+    expect(router.delivering("globex")).toBe(false);
+
+    // acme's next batch fails: not delivering while it waits for its retry, though it delivered before.
+    acme.hold = false;
+    acme.failures = 1;
+    await vi.advanceTimersByTimeAsync(1000);
+    for (let i = 7; i <= 8; i++) router.route("acme", line(i), i);
+    expect(router.delivering("acme")).toBe(false);
+    expect(router.heldTotal).toBe(5);
+
+    // Its retry goes through: delivering again, and what it held is no longer counted.
+    await vi.advanceTimersByTimeAsync(2500);
+    expect(router.held("acme")).toBe(0);
+    expect(router.delivering("acme")).toBe(true);
+    expect(router.heldTotal).toBe(2);
   });
 });
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   type Decision,
   decide,
+  type Holding,
   type MessageOutcome,
   type QueuePolicy,
   shareLimit,
@@ -29,6 +30,8 @@ interface Row {
   queue?: Partial<QueuePolicy>;
   /** Outputs each account holds now (0 when not listed). */
   held?: Record<string, number>;
+  /** Accounts delivering now (delivered since their dispatcher started, no batch failing). */
+  delivering?: string[];
   decision: Decision;
 }
 
@@ -91,6 +94,57 @@ const rows: Row[] = [
     outcome: ok("acme"),
     held: { acme: 1 },
     queue: { maxUnacked: 2, partnerShare: 0.1 },
+    decision: { action: "shed", account: "acme", delaySec: 2 },
+  },
+  // Borrowing: a delivering partner may use what nobody holds, always leaving one share (25) free.
+  {
+    name: "a lone delivering partner past its share borrows: route",
+    outcome: ok("acme"),
+    held: { acme: 60 },
+    delivering: ["acme"],
+    decision: { action: "route", outputs: out("acme") },
+  },
+  {
+    name: "it borrows up to maxUnacked less one share for the others: shed past it",
+    outcome: ok("acme"),
+    held: { acme: 75 },
+    delivering: ["acme"],
+    decision: { action: "shed", account: "acme", delaySec: 2 },
+  },
+  {
+    name: "what others hold is not lent: shed",
+    outcome: ok("acme"),
+    held: { acme: 40, globex: 35 },
+    delivering: ["acme"],
+    decision: { action: "shed", account: "acme", delaySec: 2 },
+  },
+  {
+    name: "what is left after the others and a share is lent: route",
+    outcome: ok("acme"),
+    held: { acme: 40, globex: 20 },
+    delivering: ["acme"],
+    decision: { action: "route", outputs: out("acme") },
+  },
+  {
+    name: "a partner that is new or failing does not borrow: shed at its share",
+    outcome: ok("acme"),
+    held: { acme: 25 },
+    delivering: ["globex"],
+    decision: { action: "shed", account: "acme", delaySec: 2 },
+  },
+  {
+    name: "several outputs borrow together: shed when they do not all fit",
+    outcome: ok("acme", "acme", "acme"),
+    held: { acme: 73 },
+    delivering: ["acme"],
+    decision: { action: "shed", account: "acme", delaySec: 2 },
+  },
+  {
+    name: "with a share of half or more, borrowing lends nothing more",
+    outcome: ok("acme"),
+    held: { acme: 60 },
+    delivering: ["acme"],
+    queue: { partnerShare: 0.6 },
     decision: { action: "shed", account: "acme", delaySec: 2 },
   },
   // Cancelled at shutdown: another replica takes it at once.
@@ -198,19 +252,30 @@ const rows: Row[] = [
   },
 ];
 
+function holding(held: Record<string, number> = {}, delivering: string[] = []): Holding {
+  return {
+    held: (account) => held[account] ?? 0,
+    heldTotal: Object.values(held).reduce((sum, n) => sum + n, 0),
+    delivering: (account) => delivering.includes(account),
+  };
+}
+
 describe("decide: what becomes of a handled message", () => {
   it.each(rows)("$name", (row) => {
-    const held = row.held ?? {};
     const decision = decide(row.outcome, {
       receiveCount: row.receiveCount ?? 1,
       queue: { ...queue, ...row.queue },
-      holding: { held: (account) => held[account] ?? 0 },
+      holding: holding(row.held, row.delivering),
     });
     expect(decision).toEqual(row.decision);
   });
 
   it("gives the same decision for the same inputs", () => {
-    const state = { receiveCount: 4, queue, holding: { held: () => 25 } };
+    const state = {
+      receiveCount: 4,
+      queue,
+      holding: { held: () => 25, heldTotal: 50, delivering: () => true },
+    };
     for (const row of rows) expect(decide(row.outcome, state)).toEqual(decide(row.outcome, state));
   });
 });
