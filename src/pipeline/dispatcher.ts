@@ -93,6 +93,8 @@ export class Dispatcher<T> {
   #deliveredOnce = false;
   /** Batches whose last try failed (or was refused) and that are not done yet. */
   readonly #failing = new Set<Batch>();
+  /** When each batch in flight was cut (at most maxConcurrentFlushes of them). */
+  readonly #flights = new Map<Batch, number>();
   #drained: (() => void)[] | undefined;
 
   constructor(deps: DispatcherDeps<T>, options: DispatcherOptions) {
@@ -133,9 +135,16 @@ export class Dispatcher<T> {
     return this.#lastError;
   }
 
-  /** Delivered since it started and no batch failing now: the partner is taking what it is sent. */
+  /**
+   * The partner takes what it is sent, promptly: it delivered since this dispatcher started (or its
+   * first batch is on its way), no batch is failing, and none has been in flight for longer than a
+   * flush interval (a partner that hangs, or one behind its rate limit, is not keeping up).
+   */
   get delivering(): boolean {
-    return this.#deliveredOnce && this.#failing.size === 0;
+    if (this.#failing.size > 0 || (!this.#deliveredOnce && this.#flights.size === 0)) return false;
+    const promptSince = Date.now() - this.#options.flushIntervalMs;
+    for (const cutAtMs of this.#flights.values()) if (cutAtMs < promptSince) return false;
+    return true;
   }
 
   add(record: DispatchRecord<T>): void {
@@ -238,6 +247,7 @@ export class Dispatcher<T> {
     this.#abort ??= new AbortController();
     const signal = this.#abort.signal;
     this.#inFlight++;
+    this.#flights.set(batch, createdAt.getTime());
     // What the partner holds of the queue's budget (Router.held) includes batches being retried.
     this.#inFlightRecords += records.length;
     void this.#deliver(
@@ -249,6 +259,7 @@ export class Dispatcher<T> {
       this.#inFlightRecords -= records.length;
       this.#deps.held.records -= records.length;
       this.#failing.delete(batch);
+      this.#flights.delete(batch);
       if (this.#inFlight === 0 && !signal.aborted) this.#abort = undefined;
       if (this.#full() || (this.#drained && this.#buffer.length > 0)) this.#cut();
       if (this.#buffer.length === 0 && this.#inFlight === 0 && this.#drained) {

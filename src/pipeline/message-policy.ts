@@ -51,7 +51,10 @@ export interface Holding {
   held(account: string): number;
   /** Outputs all accounts together have buffered or in flight. */
   readonly heldTotal: number;
-  /** The account has delivered since its dispatcher started, and none of its batches is failing now. */
+  /**
+   * The account keeps up: it has delivered since its dispatcher started (or its first batch is on its
+   * way), none of its batches is failing, and none has been in flight past a flush interval.
+   */
   delivering(account: string): boolean;
 }
 
@@ -113,10 +116,11 @@ export function shareLimit(queue: Pick<QueuePolicy, "maxUnacked" | "partnerShare
 }
 
 /**
- * The most outputs `account` may hold now. A new or failing partner: its share. A delivering one may
- * borrow room nobody else holds, always leaving one share for the others: a lone partner is not shed
- * at a quarter of the budget, and one that turns failing while it borrows still leaves the others
- * room. Once it fails it is back to its share, and what it borrowed drains or is given up on.
+ * The most outputs `account` may hold now. A partner that fails, hangs or waits behind its limits:
+ * its share. One that keeps up may borrow room nobody else holds, always leaving one share for the
+ * others: a lone partner is not shed at a quarter of the budget, and one that stops keeping up while
+ * it borrows still leaves the others room. It is back to its share from then on, and what it
+ * borrowed drains or is given up on.
  */
 export function accountLimit(account: string, state: Pick<MessageState, "queue" | "holding">): number {
   const share = shareLimit(state.queue);

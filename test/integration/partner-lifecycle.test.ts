@@ -238,7 +238,7 @@ describe("a partner that keeps delivering borrows room nobody holds", () => {
       ],
     });
     const relay = service.relays[0];
-    // It earns the loan by delivering: a new partner may be down, and holds only its share.
+    // One message first, delivered: the burst after it finds a partner that has shown it keeps up.
     const ids = await sendBodies(emu, q.url, [{ account: "lone", i: -1 }]);
     await waitFor("the first message delivered", () => relay?.stats.deleted === 1, 30_000);
     const count = 600;
