@@ -56,6 +56,20 @@ export interface ProbeTask {
   probe: true;
 }
 
+/**
+ * Several messages in one thread hop: they run at once, and the outcomes come back together, in
+ * order. One postMessage each way instead of one per message.
+ */
+export interface BatchTask {
+  batch: HandlerTask[];
+}
+
+/** A message's outcome and how long its handler took (parse and serialisation included), seconds. */
+export interface TimedOutcome {
+  outcome: HandlerOutcome;
+  seconds: number;
+}
+
 export interface HandlerWorkerData {
   handlerPath: string;
   queue: string;
@@ -180,11 +194,18 @@ function stackLocation(stack: string): string | undefined {
   return own?.at;
 }
 
-export default async function run(task: HandlerTask | ProbeTask): Promise<HandlerOutcome> {
-  if ("probe" in task) {
-    await loadHandler();
-    return { kind: "ok", outputs: [] };
-  }
+export default function run(task: BatchTask | ProbeTask): Promise<TimedOutcome[] | HandlerOutcome> {
+  if ("probe" in task) return loadHandler().then(() => ({ kind: "ok", outputs: [] }));
+  return Promise.all(task.batch.map(timed));
+}
+
+async function timed(task: HandlerTask): Promise<TimedOutcome> {
+  const startedMs = performance.now();
+  const outcome = await runOne(task);
+  return { outcome, seconds: (performance.now() - startedMs) / 1000 };
+}
+
+async function runOne(task: HandlerTask): Promise<HandlerOutcome> {
   let body: unknown;
   try {
     body = JSON.parse(task.body);

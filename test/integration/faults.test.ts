@@ -181,6 +181,85 @@ describe("handler failures", () => {
     expect(await queueDepth(emu, q.url)).toBe(0);
   });
 
+  it("fast handlers share thread hops, and each message still gets its own outcome", async ({
+    emulator: emu,
+    bucket,
+    startService,
+  }) => {
+    const q = await createQueue(emu, { maxReceiveCount: 2 });
+    const service = await startService({
+      dispatch: { flushIntervalMs: 100 },
+      destination: { bucket },
+      queues: [
+        { queue: q.name, handler: "picky.ts", threads: 1, retryBaseMs: 100, retryMaxMs: 200, waitTimeSec: 1 },
+      ],
+    });
+    // A warm-up of fast handlers: from then on messages go to the thread in groups.
+    const warm = Array.from({ length: 100 }, (_, n) => ({ kind: "ok", account: `w-${n % 2}` }));
+    const warmIds = await sendBodies(emu, q.url, warm);
+    await waitFor("the warm-up deleted", () => service?.relays[0]?.stats.deleted === warm.length, 30_000);
+    // Then receives that mix every outcome: a group's outcomes must each reach their own message.
+    const bodies: unknown[] = [];
+    for (let n = 0; n < 40; n++) {
+      if (n % 4 === 1) bodies.push("{truncated");
+      else if (n % 4 === 2) bodies.push({ kind: "permanent", account: "x" });
+      else bodies.push({ kind: "ok", account: `a-${n % 3}` });
+    }
+    const ids = await sendBodies(emu, q.url, bodies);
+    await waitFor(
+      "all deleted",
+      () => service?.relays[0]?.stats.deleted === warm.length + bodies.length,
+      30_000,
+    );
+    const dead = await readDeadLetters(emu, q.dlqUrl);
+    const delivered = await readDelivered(emu, bucket);
+    const figures = account(
+      [...warmIds, ...ids],
+      delivered,
+      dead.map((d) => d.id),
+    );
+    report("mixed outcomes in grouped hops", figures);
+    expect(figures).toMatchObject({ delivered: 120, deadLettered: 20, duplicated: 0, lost: 0 });
+    for (const [n, id] of ids.entries()) {
+      const reason = dead.find((d) => d.id === id)?.reason;
+      if (n % 4 === 1) expect(reason, `message ${n}`).toMatch(/not valid JSON/);
+      else if (n % 4 === 2) expect(reason, `message ${n}`).toMatch(/unknown partner/);
+      else expect(delivered.find((r) => r.id === id)?.account, `message ${n}`).toBe(`a-${n % 3}`);
+    }
+  });
+
+  it("slower handlers go to their threads one by one: a handler that hangs holds back no other message", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+    slowHandlers: { running, release },
+  }) => {
+    const service = await startService({
+      dispatch: { flushIntervalMs: 100 },
+      destination: { bucket },
+      queues: [{ queue: q.name, handler: "slow.ts", concurrency: 10, threads: 1, waitTimeSec: 1 }],
+    });
+    const relay = service.relays[0];
+    const first = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 20 }, (_, n) => ({ account: "s", delayMs: 20, n })),
+    );
+    await waitFor("the first 20 deleted", () => relay?.stats.deleted === 20, 30_000);
+    // One that hangs, sent with nine others: none of them waits for it.
+    const ids = await sendBodies(emu, q.url, [
+      { account: "s", block: true },
+      ...Array.from({ length: 9 }, (_, n) => ({ account: "s", delayMs: 20, n })),
+    ]);
+    await waitFor("the nine deleted while one hangs", () => relay?.stats.deleted === 29, 20_000);
+    expect(running.now).toBe(1);
+    release();
+    await waitFor("the last one deleted", () => relay?.stats.deleted === 30, 20_000);
+    const figures = account([...first, ...ids], await readDelivered(emu, bucket), []);
+    expect(figures).toMatchObject({ delivered: 30, duplicated: 0, lost: 0 });
+  });
+
   it("a crashing worker thread (process.exit, uncaught exception) is replaced and its messages retried; another queue does not notice", async ({
     emulator: emu,
     bucket,
