@@ -33,8 +33,8 @@ export interface QueuePolicy {
   deadLetterConfigured: boolean;
   maxUnacked: number;
   /**
-   * Fraction of maxUnacked one account's undelivered outputs may always hold; a delivering account
-   * may also borrow what nobody holds (see `accountLimit`).
+   * Fraction of maxUnacked one account's undelivered outputs may always hold; one that keeps up may
+   * also borrow what nobody holds (see `accountLimit`).
    */
   partnerShare: number;
   retryBaseMs: number;

@@ -90,7 +90,7 @@ export class Router<T> implements Holding {
     return this.#held.records;
   }
 
-  /** The account's dispatcher has delivered and has no batch failing now (see Dispatcher.delivering). */
+  /** The account's dispatcher keeps up: see Dispatcher.delivering. */
   delivering(account: string): boolean {
     return this.#dispatchers.get(account)?.delivering ?? false;
   }
