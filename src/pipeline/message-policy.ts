@@ -72,6 +72,14 @@ export function decide(outcome: MessageOutcome, state: MessageState): Decision {
     case "ok": {
       const account = overShare(outcome.outputs, state);
       if (account === undefined) return { action: "route", outputs: outcome.outputs };
+      // Each shed is a receive: on its last one, SQS's redrive would move it without a reason.
+      const max = queue.maxReceiveCount;
+      if (max !== undefined && receiveCount >= max && queue.deadLetterConfigured) {
+        return deadLetter(
+          `shed on receive ${receiveCount} of ${max}: partner ${JSON.stringify(account)} held its share of the queue's budget each time (it was failing or slow); redrive it once the partner is back`,
+          state,
+        );
+      }
       return {
         action: "shed",
         account,

@@ -208,6 +208,81 @@ describe("fairness counts what is in flight", () => {
   });
 });
 
+describe("messages shed on their last receive", () => {
+  it("go to the dead-letter queue with the reason, not by SQS's redrive without one; the rest are delivered once the partner is back", async ({
+    emulator: emu,
+    bucket,
+    partnerServer: down,
+    startService,
+  }) => {
+    const maxReceiveCount = 3;
+    const q = await createQueue(emu, { maxReceiveCount });
+    down.mode = "503";
+    const ids = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 60 }, (_, i) => ({ account: "down", i })),
+    );
+    const maxUnacked = 40;
+    const service = await startService({
+      dispatch: {
+        flushIntervalMs: 100,
+        maxRecords: 5,
+        retryBaseMs: 100,
+        retryMaxMs: 300,
+        giveUpAfterMs: 120_000,
+        breaker: { failures: 1000 },
+      },
+      destination: { bucket },
+      partners: { accounts: { down: http(down.url) } },
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("passthrough.ts"),
+          waitTimeSec: 1,
+          maxUnacked,
+          partnerShare: 0.25,
+          retryBaseMs: 100,
+          retryMaxMs: 200,
+        },
+      ],
+    });
+    const relay = service.relays[0];
+    const seen = new Map<string, string>();
+    // What the partner does not hold is shed until its last receive, then dead-lettered by octorelay;
+    // what it holds stays held (it keeps being retried) until it is back.
+    await waitFor(
+      "every message either held or dead-lettered",
+      async () => (await readDeadLetters(emu, q.dlqUrl, seen)).length + (relay?.unacked ?? 0) === ids.length,
+      30_000,
+      200,
+    );
+    expect(seen.size).toBeGreaterThan(0);
+    down.mode = "up";
+    await waitFor(
+      "every message delivered or dead-lettered",
+      async () =>
+        (await readDeadLetters(emu, q.dlqUrl, seen)).length + new Set(down.records().map((r) => r.id)).size >=
+        ids.length,
+      30_000,
+      200,
+    );
+    const dead = await readDeadLetters(emu, q.dlqUrl, seen);
+    const figures = account(
+      ids,
+      down.records(),
+      dead.map((d) => d.id),
+    );
+    report("a partner down past maxReceiveCount sheds", figures);
+    expect(figures).toMatchObject({ lost: 0, duplicated: 0 });
+    expect(figures.delivered).toBeGreaterThan(0);
+    expect(dead.length).toBeGreaterThan(0);
+    for (const d of dead)
+      expect(d.reason, d.id).toMatch(/^shed on receive 3 of 3: partner "down" held its share/);
+    expect(relay?.stats.deadLettered).toBe(dead.length);
+  });
+});
+
 describe("a partner that keeps delivering borrows room nobody holds", () => {
   it("a lone partner holds past its share, up to maxUnacked less one share; each message delivered once", async ({
     emulator: emu,
@@ -261,6 +336,99 @@ describe("a partner that keeps delivering borrows room nobody holds", () => {
     expect(mostHeld).toBeGreaterThan(share);
     expect(mostHeld).toBeLessThanOrEqual(maxUnacked - share);
     expect(account(ids, partner.records(), [])).toMatchObject({
+      delivered: ids.length,
+      lost: 0,
+      duplicated: 0,
+    });
+  });
+
+  it("one that borrowed and then goes down is back to its share: another partner gets all its messages meanwhile", async ({
+    emulator: emu,
+    bucket,
+    startPartnerServer,
+    startService,
+  }) => {
+    // Messages shed again and again burn receives: none may reach its last one here.
+    const q = await createQueue(emu, { maxReceiveCount: 1000 });
+    const [big, small] = await Promise.all([startPartnerServer(), startPartnerServer()]);
+    const maxUnacked = 100;
+    const partnerShare = 0.2;
+    const share = maxUnacked * partnerShare;
+    big.delayMs = 50;
+    const service = await startService({
+      dispatch: {
+        flushIntervalMs: 100,
+        maxRecords: 20,
+        maxConcurrentFlushes: 1,
+        retryBaseMs: 100,
+        retryMaxMs: 300,
+        giveUpAfterMs: 120_000,
+        breaker: { failures: 1000 },
+      },
+      destination: { bucket },
+      partners: { accounts: { big: http(big.url), small: http(small.url) } },
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("passthrough.ts"),
+          waitTimeSec: 1,
+          maxUnacked,
+          partnerShare,
+          concurrency: 4,
+          prefetch: 4,
+          retryBaseMs: 200,
+          retryMaxMs: 1000,
+        },
+      ],
+    });
+    const relay = service.relays[0];
+    const heldBy = (name: string) => {
+      const s = service.partnerSnapshots().find((p) => p.account === name);
+      return s ? s.buffered + s.inFlight : 0;
+    };
+    const bigIds = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 400 }, (_, i) => ({ account: "big", i })),
+    );
+    // It keeps up, slowly: what it is sent piles up in its buffer, past its share.
+    let borrowed = 0;
+    await waitFor(
+      "the big partner holding past its share",
+      () => {
+        borrowed = Math.max(borrowed, heldBy("big"));
+        return borrowed > share * 2;
+      },
+      20_000,
+      5,
+    );
+    big.mode = "503";
+    const smallIds = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 60 }, (_, i) => ({ account: "small", i })),
+    );
+    let bigMostWhileDown = 0;
+    await waitFor(
+      "the small partner has all its messages while the big one is down",
+      () => {
+        bigMostWhileDown = Math.max(bigMostWhileDown, heldBy("big"));
+        return new Set(small.records().map((r) => r.id)).size === smallIds.length;
+      },
+      30_000,
+      5,
+    );
+    console.log(
+      `[figures] share ${share} of ${maxUnacked}: the big partner borrowed up to ${borrowed} records, held at most ${bigMostWhileDown} while down; the small one got ${smallIds.length} of ${smallIds.length}`,
+    );
+    // What it borrowed stays held (heartbeats keep it), never more than maxUnacked less one share.
+    expect(bigMostWhileDown).toBeLessThanOrEqual(maxUnacked - share);
+    expect(big.records().length).toBeLessThan(bigIds.length);
+
+    big.mode = "up";
+    const ids = [...bigIds, ...smallIds];
+    await waitFor("every message deleted", () => relay?.stats.deleted === ids.length, 60_000, 50);
+    expect(account(ids, [...big.records(), ...small.records()], [])).toMatchObject({
       delivered: ids.length,
       lost: 0,
       duplicated: 0,

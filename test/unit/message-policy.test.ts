@@ -96,6 +96,26 @@ const rows: Row[] = [
     queue: { maxUnacked: 2, partnerShare: 0.1 },
     decision: { action: "shed", account: "acme", delaySec: 2 },
   },
+  {
+    name: "shed on its last receive: dead-letter with the reason, not SQS's silent redrive",
+    outcome: ok("acme"),
+    held: { acme: 25 },
+    receiveCount: 5,
+    decision: {
+      action: "dead-letter",
+      reason:
+        'shed on receive 5 of 5: partner "acme" held its share of the queue\'s budget each time (it was failing or slow); redrive it once the partner is back',
+      retryDelaySec: 32,
+    },
+  },
+  {
+    name: "shed on its last receive without a DLQ of ours: shed, SQS's redrive moves it",
+    outcome: ok("acme"),
+    held: { acme: 25 },
+    receiveCount: 5,
+    queue: { deadLetterConfigured: false },
+    decision: { action: "shed", account: "acme", delaySec: 32 },
+  },
   // Borrowing: a delivering partner may use what nobody holds, always leaving one share (25) free.
   {
     name: "a lone delivering partner past its share borrows: route",
