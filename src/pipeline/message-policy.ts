@@ -72,13 +72,18 @@ export function decide(outcome: MessageOutcome, state: MessageState): Decision {
     case "ok": {
       const account = overShare(outcome.outputs, state);
       if (account === undefined) return { action: "route", outputs: outcome.outputs };
-      // Each shed is a receive: on its last one, SQS's redrive would move it without a reason.
+      // Each shed is a receive: shed on its last one, SQS's redrive would move it without a reason.
       const max = queue.maxReceiveCount;
-      if (max !== undefined && receiveCount >= max && queue.deadLetterConfigured) {
-        return deadLetter(
-          `shed on receive ${receiveCount} of ${max}: partner ${JSON.stringify(account)} held its share of the queue's budget each time (it was failing or slow); redrive it once the partner is back`,
-          state,
-        );
+      if (max !== undefined && receiveCount >= max) {
+        const stuck = overShare(outcome.outputs, state, true);
+        // Every partner past its limit keeps up: it takes the message, later than its share allows.
+        if (stuck === undefined) return { action: "route", outputs: outcome.outputs };
+        if (queue.deadLetterConfigured) {
+          return deadLetter(
+            `shed on receive ${receiveCount} of ${max}: partner ${JSON.stringify(stuck)} held its share of the queue's budget and was not keeping up (failing, paused or hanging); redrive it once the partner is back`,
+            state,
+          );
+        }
       }
       return {
         action: "shed",
@@ -149,23 +154,26 @@ function deadLetter(reason: string, state: MessageState): Decision {
  * Fairness: one partner may hold at most `accountLimit` of maxUnacked, so a slow or down partner
  * cannot take the whole budget. All or nothing: routing some outputs and releasing the message would
  * duplicate those. An account holding nothing may always take one message, however many outputs.
- * Returns the first account these outputs would push past its limit.
+ * Returns the first account these outputs would push past its limit (with `notKeepingUp`, the first
+ * such account that is not keeping up).
  */
-function overShare(outputs: readonly { account: string }[], state: MessageState): string | undefined {
-  const { holding } = state;
+function overShare(
+  outputs: readonly { account: string }[],
+  state: MessageState,
+  notKeepingUp = false,
+): string | undefined {
   const only = outputs.length === 1 ? outputs[0] : undefined;
-  if (only) {
-    const held = holding.held(only.account);
-    // The limit is asked for only past the share: the common case costs one lookup.
-    return held > 0 && held + 1 > shareLimit(state.queue) && held + 1 > accountLimit(only.account, state)
-      ? only.account
-      : undefined;
-  }
+  if (only) return pastLimit(only.account, 1, state, notKeepingUp) ? only.account : undefined;
   const adding = new Map<string, number>();
   for (const o of outputs) adding.set(o.account, (adding.get(o.account) ?? 0) + 1);
-  for (const [account, n] of adding) {
-    const held = holding.held(account);
-    if (held > 0 && held + n > accountLimit(account, state)) return account;
-  }
+  for (const [account, n] of adding) if (pastLimit(account, n, state, notKeepingUp)) return account;
   return undefined;
+}
+
+function pastLimit(account: string, n: number, state: MessageState, notKeepingUp: boolean): boolean {
+  const held = state.holding.held(account);
+  // The limit is asked for only past the share: the common case costs one lookup.
+  if (held === 0 || held + n <= shareLimit(state.queue) || held + n <= accountLimit(account, state))
+    return false;
+  return !(notKeepingUp && state.holding.delivering(account));
 }

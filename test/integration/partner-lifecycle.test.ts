@@ -281,16 +281,60 @@ describe("messages shed on their last receive", () => {
       expect(d.reason, d.id).toMatch(/^shed on receive 3 of 3: partner "down" held its share/);
     expect(relay?.stats.deadLettered).toBe(dead.length);
   });
+
+  it("are taken late, not dead-lettered, when their partner keeps up but is slower than the queue", async ({
+    emulator: emu,
+    bucket,
+    partnerServer: slow,
+    startService,
+  }) => {
+    const q = await createQueue(emu, { maxReceiveCount: 2 });
+    // One flush of 10 at a time, each answered after 100 ms: far slower than the queue is read.
+    slow.delayMs = 100;
+    const ids = await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: 150 }, (_, i) => ({ account: "slow", i })),
+    );
+    const service = await startService({
+      dispatch: { flushIntervalMs: 100, maxRecords: 10, maxConcurrentFlushes: 1 },
+      destination: { bucket },
+      partners: { accounts: { slow: http(slow.url) } },
+      queues: [
+        {
+          queue: q.name,
+          handler: sampleHandler("passthrough.ts"),
+          waitTimeSec: 1,
+          maxUnacked: 40,
+          partnerShare: 0.25,
+          retryBaseMs: 100,
+          retryMaxMs: 200,
+        },
+      ],
+    });
+    const relay = service.relays[0];
+    await waitFor("every message deleted", () => relay?.stats.deleted === ids.length, 60_000, 50);
+    const dead = await readDeadLetters(emu, q.dlqUrl);
+    const figures = account(
+      ids,
+      slow.records(),
+      dead.map((d) => d.id),
+    );
+    report(`a slow partner (${relay?.stats.shed} sheds), messages on their last receive`, figures);
+    expect(relay?.stats.shed).toBeGreaterThan(0);
+    expect(figures).toMatchObject({ delivered: ids.length, deadLettered: 0, lost: 0, duplicated: 0 });
+  });
 });
 
 describe("a partner that keeps delivering borrows room nobody holds", () => {
   it("a lone partner holds past its share, up to maxUnacked less one share; each message delivered once", async ({
     emulator: emu,
-    queue: q,
     bucket,
     partnerServer: partner,
     startService,
   }) => {
+    // What it cannot hold is shed, again and again: none may reach its last receive here.
+    const q = await createQueue(emu, { maxReceiveCount: 1000 });
     const maxUnacked = 100;
     const partnerShare = 0.1;
     const share = maxUnacked * partnerShare;

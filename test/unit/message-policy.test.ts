@@ -97,14 +97,36 @@ const rows: Row[] = [
     decision: { action: "shed", account: "acme", delaySec: 2 },
   },
   {
-    name: "shed on its last receive: dead-letter with the reason, not SQS's silent redrive",
+    name: "past the share of a partner not keeping up, on its last receive: dead-letter with the reason, not SQS's silent redrive",
     outcome: ok("acme"),
     held: { acme: 25 },
     receiveCount: 5,
     decision: {
       action: "dead-letter",
       reason:
-        'shed on receive 5 of 5: partner "acme" held its share of the queue\'s budget each time (it was failing or slow); redrive it once the partner is back',
+        'shed on receive 5 of 5: partner "acme" held its share of the queue\'s budget and was not keeping up (failing, paused or hanging); redrive it once the partner is back',
+      retryDelaySec: 32,
+    },
+  },
+  {
+    name: "past the limit of a partner that keeps up, on its last receive: route, late rather than dead",
+    outcome: ok("acme"),
+    held: { acme: 75 },
+    delivering: ["acme"],
+    receiveCount: 5,
+    decision: { action: "route", outputs: out("acme") },
+  },
+  {
+    name: "on its last receive, the account that is not keeping up is the one named",
+    outcome: ok("acme", "globex"),
+    held: { acme: 100, globex: 50 },
+    delivering: ["acme"],
+    receiveCount: 5,
+    queue: { maxUnacked: 200 },
+    decision: {
+      action: "dead-letter",
+      reason:
+        'shed on receive 5 of 5: partner "globex" held its share of the queue\'s budget and was not keeping up (failing, paused or hanging); redrive it once the partner is back',
       retryDelaySec: 32,
     },
   },
