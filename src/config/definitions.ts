@@ -321,7 +321,7 @@ export const QUEUE_KEYS = {
     default: "",
   }),
   partnerShare: key({
-    doc: "Fraction of `maxUnacked` one partner's undelivered outputs may always take; past it, its messages are shed. A partner that keeps up (no batch failing, none in flight past a flush interval) may also borrow what no other partner holds, up to `maxUnacked` less one share.",
+    doc: "Fraction of `maxUnacked` one partner's undelivered outputs may always take; past it, its messages are shed (on their last receive, routed if the partner keeps up, else dead-lettered with the reason). A partner that keeps up (no batch failing, none in flight past a flush interval) may also borrow what no other partner holds, up to `maxUnacked` less one share.",
     format: FRACTION,
     default: 0.25,
   }),
