@@ -80,7 +80,6 @@ export class Dispatcher<T> {
   #abort: AbortController | undefined;
   #buffer: DispatchRecord<T>[] = [];
   #bufferedBytes = 0;
-  #inFlight = 0;
   #inFlightRecords = 0;
   #emptyTicks = 0;
   /** Own timer, or the slot on the shared ticker. */
@@ -93,7 +92,7 @@ export class Dispatcher<T> {
   #deliveredOnce = false;
   /** Batches whose last try failed (or was refused) and that are not done yet. */
   readonly #failing = new Set<Batch>();
-  /** When each batch in flight was cut (at most maxConcurrentFlushes of them). */
+  /** Batches in flight (at most maxConcurrentFlushes), with when each was cut. */
   readonly #flights = new Map<Batch, number>();
   #drained: (() => void)[] | undefined;
 
@@ -115,7 +114,7 @@ export class Dispatcher<T> {
   }
 
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#flights.size;
   }
 
   /** Records in batches being delivered (or retried) now. */
@@ -166,8 +165,8 @@ export class Dispatcher<T> {
 
   /** Sends everything buffered now and resolves when nothing is buffered or in flight (shutdown). */
   drain(): Promise<void> {
-    while (this.#buffer.length > 0 && this.#inFlight < this.#options.maxConcurrentFlushes) this.#cut();
-    if (this.#buffer.length === 0 && this.#inFlight === 0) return Promise.resolve();
+    while (this.#buffer.length > 0 && this.#flights.size < this.#options.maxConcurrentFlushes) this.#cut();
+    if (this.#buffer.length === 0 && this.#flights.size === 0) return Promise.resolve();
     this.#drained ??= [];
     const drained = this.#drained;
     return new Promise((resolve) => drained.push(resolve));
@@ -195,7 +194,7 @@ export class Dispatcher<T> {
   /** A flush tick: every flushIntervalMs, from the shared ticker or the dispatcher's own timer. */
   tick(): void {
     if (this.#stopped) return;
-    if (this.#buffer.length === 0 && this.#inFlight === 0) {
+    if (this.#buffer.length === 0 && this.#flights.size === 0) {
       this.#emptyTicks++;
       if (this.#emptyTicks >= this.#options.emptyFlushLimit) {
         this.#stop();
@@ -203,7 +202,7 @@ export class Dispatcher<T> {
       }
     } else {
       this.#emptyTicks = 0;
-      while (this.#buffer.length > 0 && this.#inFlight < this.#options.maxConcurrentFlushes) this.#cut();
+      while (this.#buffer.length > 0 && this.#flights.size < this.#options.maxConcurrentFlushes) this.#cut();
     }
     if (!this.#deps.ticker) this.#arm();
   }
@@ -218,7 +217,7 @@ export class Dispatcher<T> {
 
   /** Takes the head of the buffer, up to the record and byte limits, and flushes it. */
   #cut(): void {
-    if (this.#inFlight >= this.#options.maxConcurrentFlushes || this.#buffer.length === 0) return;
+    if (this.#flights.size >= this.#options.maxConcurrentFlushes || this.#buffer.length === 0) return;
     let count = 0;
     let bytes = 0;
     while (count < this.#buffer.length && count < this.#options.maxRecords) {
@@ -246,7 +245,6 @@ export class Dispatcher<T> {
     };
     this.#abort ??= new AbortController();
     const signal = this.#abort.signal;
-    this.#inFlight++;
     this.#flights.set(batch, createdAt.getTime());
     // What the partner holds of the queue's budget (Router.held) includes batches being retried.
     this.#inFlightRecords += records.length;
@@ -255,14 +253,13 @@ export class Dispatcher<T> {
       records.map((r) => r.ticket),
       signal,
     ).finally(() => {
-      this.#inFlight--;
       this.#inFlightRecords -= records.length;
       this.#deps.held.records -= records.length;
       this.#failing.delete(batch);
       this.#flights.delete(batch);
-      if (this.#inFlight === 0 && !signal.aborted) this.#abort = undefined;
+      if (this.#flights.size === 0 && !signal.aborted) this.#abort = undefined;
       if (this.#full() || (this.#drained && this.#buffer.length > 0)) this.#cut();
-      if (this.#buffer.length === 0 && this.#inFlight === 0 && this.#drained) {
+      if (this.#buffer.length === 0 && this.#flights.size === 0 && this.#drained) {
         for (const resolve of this.#drained) resolve();
         this.#drained = undefined;
       }

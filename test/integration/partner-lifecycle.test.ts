@@ -5,6 +5,7 @@
  */
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { describe, expect } from "vitest";
+import type { Service } from "../../src/service.ts";
 import { createQueue, type Emulator, readDeadLetters, sendBodies, waitFor } from "../helpers/emulator.ts";
 import { account, report } from "../helpers/figures.ts";
 import { it } from "../helpers/fixtures.ts";
@@ -12,6 +13,12 @@ import type { PartnerServer } from "../helpers/partner-server.ts";
 import { sampleHandler } from "../helpers/service.ts";
 
 const http = (url: string) => ({ destination: { type: "http", url: `${url}/ingest/{account}` } });
+
+/** Records a partner holds now (buffered, and in batches being delivered or retried), as /partners shows. */
+function heldBy(service: Service, account: string): number {
+  const s = service.partnerSnapshots().find((p) => p.account === account);
+  return s ? s.buffered + s.inFlight : 0;
+}
 
 /**
  * What the service holds of SQS, seen on the wire: each message received and not yet deleted or
@@ -370,8 +377,7 @@ describe("a partner that keeps delivering borrows room nobody holds", () => {
     );
     let mostHeld = 0;
     while ((relay?.stats.deleted ?? 0) < ids.length) {
-      for (const s of service.partnerSnapshots())
-        if (s.account === "lone") mostHeld = Math.max(mostHeld, s.buffered + s.inFlight);
+      mostHeld = Math.max(mostHeld, heldBy(service, "lone"));
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     console.log(
@@ -426,10 +432,6 @@ describe("a partner that keeps delivering borrows room nobody holds", () => {
       ],
     });
     const relay = service.relays[0];
-    const heldBy = (name: string) => {
-      const s = service.partnerSnapshots().find((p) => p.account === name);
-      return s ? s.buffered + s.inFlight : 0;
-    };
     const bigIds = await sendBodies(
       emu,
       q.url,
@@ -440,7 +442,7 @@ describe("a partner that keeps delivering borrows room nobody holds", () => {
     await waitFor(
       "the big partner holding past its share",
       () => {
-        borrowed = Math.max(borrowed, heldBy("big"));
+        borrowed = Math.max(borrowed, heldBy(service, "big"));
         return borrowed > share * 2;
       },
       20_000,
@@ -456,7 +458,7 @@ describe("a partner that keeps delivering borrows room nobody holds", () => {
     await waitFor(
       "the small partner has all its messages while the big one is down",
       () => {
-        bigMostWhileDown = Math.max(bigMostWhileDown, heldBy("big"));
+        bigMostWhileDown = Math.max(bigMostWhileDown, heldBy(service, "big"));
         return new Set(small.records().map((r) => r.id)).size === smallIds.length;
       },
       30_000,
