@@ -376,6 +376,8 @@ function crashed(kind: ContenderKind, expected: number, failure: string): Conten
     maxRssBytes: Number.NaN,
     cpuSec: Number.NaN,
     drainCpuSec: Number.NaN,
+    drainMainCpuSec: Number.NaN,
+    drainLoopBusy: Number.NaN,
     peakHeapUsedBytes: Number.NaN,
     octorelay: undefined,
     samples: [],
@@ -388,7 +390,8 @@ function report(r: RunRecord): void {
   log(
     `${r.label.padEnd(28)} ${x.msgsPerSec.toFixed(0).padStart(6)} msg/s  sqs/msg ${(x.sqsRequests / r.messages).toFixed(3)}  ` +
       `s3/msg ${(x.s3Puts / r.messages).toFixed(3)}  p50/p99 ${x.latencyMs.p50.toFixed(0)}/${x.latencyMs.p99.toFixed(0)} ms  ` +
-      `rss ${mb(x.maxRssBytes)} MB  cpu ${x.cpuSec.toFixed(1)} s  emu cpu ${r.emulatorCpuSec.toFixed(1)} s` +
+      `rss ${mb(x.maxRssBytes)} MB  cpu ${x.cpuSec.toFixed(1)} s  emu cpu ${r.emulatorCpuSec.toFixed(1)} s  ` +
+      `main ${((x.drainMainCpuSec * 1e6) / r.messages).toFixed(0)} µs/msg, busy ${(x.drainLoopBusy * 100).toFixed(0)}%` +
       (r.ok ? "" : `  FAILED: ${r.problems.join("; ")}`),
   );
   if (!r.ok) failures++;

@@ -78,6 +78,10 @@ export async function runContender(start: StartContender): Promise<never> {
   }
   const heapProfile = spec.heapProfilePath ? await startAllocationSampling() : undefined;
   const readyCpu = process.cpuUsage();
+  // The main thread is where a contender saturates first on a small machine: its own CPU and how
+  // busy its event loop was, apart from the process's (worker and libuv threads included).
+  const readyMainCpu = process.threadCpuUsage();
+  const readyLoop = performance.eventLoopUtilization();
   const readyAtMs = Date.now();
   const samples: Sample[] = [];
   let peakHeapUsedBytes = 0;
@@ -117,6 +121,8 @@ export async function runContender(start: StartContender): Promise<never> {
   else if (spec.mode === "serve") await untilStopped();
   else failure = await untilDrained(spec, meter);
   const drainCpu = process.cpuUsage(readyCpu);
+  const drainMainCpu = process.threadCpuUsage(readyMainCpu);
+  const drainLoop = performance.eventLoopUtilization(readyLoop);
   if (heapProfile && spec.heapProfilePath) await heapProfile.stop(spec.heapProfilePath);
 
   clearInterval(sampler);
@@ -154,6 +160,8 @@ export async function runContender(start: StartContender): Promise<never> {
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     cpuSec: (cpu.user + cpu.system) / 1e6,
     drainCpuSec: (drainCpu.user + drainCpu.system) / 1e6,
+    drainMainCpuSec: (drainMainCpu.user + drainMainCpu.system) / 1e6,
+    drainLoopBusy: drainLoop.utilization,
     peakHeapUsedBytes,
     octorelay: figures ? { ...figures, peakActiveDispatchers, peakUnacked, stopMs } : undefined,
     samples,

@@ -170,6 +170,10 @@ export interface ContenderResult {
   cpuSec: number;
   /** The same from ready to the last delete. */
   drainCpuSec: number;
+  /** The main thread's own CPU from ready to the last delete. */
+  drainMainCpuSec: number;
+  /** Share of that time the main thread's event loop was busy (not waiting for I/O), 0–1. */
+  drainLoopBusy: number;
   peakHeapUsedBytes: number;
   octorelay: OctorelayFigures | undefined;
   samples: Sample[];

@@ -268,6 +268,10 @@ export interface WorkSummary {
   ratioToWork: Spread;
   /** The contender's own CPU (threads included) from ready to the last delete, per message. */
   cpuUsPerMsg: Spread;
+  /** The main thread's own CPU over the same span, per message. */
+  mainCpuUsPerMsg: Spread;
+  /** How busy the main thread's event loop was over the drain, 0–1. */
+  mainLoopBusy: Spread;
   emulatorCpuUsPerMsg: Spread;
   sqsPerMessage: Spread;
   s3PutsPerMessage: Spread;
@@ -298,6 +302,8 @@ export function summarizeWork(runs: RunRecord[]): WorkSummary[] {
           return base ? r.result.msgsPerSec / base.result.msgsPerSec : Number.NaN;
         }),
         cpuUsPerMsg: of((r) => (r.result.drainCpuSec * 1e6) / r.messages),
+        mainCpuUsPerMsg: of((r) => ((r.result.drainMainCpuSec ?? Number.NaN) * 1e6) / r.messages),
+        mainLoopBusy: of((r) => r.result.drainLoopBusy ?? Number.NaN),
         emulatorCpuUsPerMsg: of((r) => (r.emulatorCpuSec * 1e6) / r.messages),
         sqsPerMessage: of((r) => r.result.sqsRequests / r.messages),
         s3PutsPerMessage: of((r) => r.result.s3Puts / r.messages),
@@ -331,6 +337,8 @@ function workSection(runs: RunRecord[]): string[] {
       w.kind === "work-ceiling" ? "100%" : pct(w.ratioToWork),
       fmtSpread(w.cpuUsPerMsg),
       w.kind === "work-ceiling" ? "1.00×" : Number.isFinite(cpuRatio) ? `${num(cpuRatio, 2)}×` : "—",
+      fmtSpread(w.mainCpuUsPerMsg),
+      Number.isFinite(w.mainLoopBusy.median) ? `${num(w.mainLoopBusy.median * 100)}%` : "—",
       num(w.emulatorCpuUsPerMsg.median),
       fmtSpread(w.sqsPerMessage, 3),
       fmtSpread(w.s3PutsPerMessage, 3),
@@ -344,7 +352,9 @@ function workSection(runs: RunRecord[]): string[] {
     `${num(first.messages)} messages of ${first.traffic.sizeBytes} B per run, accounts Zipf(1); ${rounds} round(s), ` +
       "in each round every account count, and at each the ceiling, the work ceiling and octorelay one after the other on " +
       "the same messages; median (min–max). vs work = msgs/s over the work ceiling's in the same round. CPU µs/msg = the " +
-      "contender process's own CPU (octorelay's worker threads included) from ready to the last delete, per message.",
+      "contender process's own CPU (octorelay's worker threads included) from ready to the last delete, per message; " +
+      "main thread CPU is that thread's alone, and main thread busy its event loop utilisation over the same span " +
+      "(near 100%, the main thread is what limits the contender).",
     "",
     ...table(
       [
@@ -354,6 +364,8 @@ function workSection(runs: RunRecord[]): string[] {
         "vs work",
         "CPU µs/msg",
         "CPU vs work",
+        "main thread CPU µs/msg",
+        "main thread busy",
         "emulator CPU µs/msg",
         "SQS req/msg",
         "S3 PUT/msg",
