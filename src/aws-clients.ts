@@ -5,6 +5,12 @@ import type { Config } from "./config.ts";
 export interface AwsClients {
   sqs: SQSClient;
   s3: S3Client;
+  /**
+   * The long polls' own SQS client. A call given per-call options (the polls' abort signal) makes the
+   * SDK resolve the middleware stack afresh and drop the client's cached one; on a client of their
+   * own, the polls leave every other SQS call (deletes, visibility changes, sends) on the cache.
+   */
+  sqsPolls: SQSClient;
 }
 
 /**
@@ -15,17 +21,21 @@ export interface AwsClients {
 export function createAwsClients(aws: Config["aws"]): AwsClients {
   const maxAttempts = 3;
   // Resolve each command's middleware stack once, not on every call (a large share of the SDK's CPU
-  // per request). It applies to calls made without per-call options, i.e. all but the long polls.
+  // per request). It applies to calls made without per-call options, i.e. all but the long polls,
+  // which have a client of their own (see `sqsPolls`).
   const cacheMiddleware = true;
-  const clients = {
-    sqs: new SQSClient({
+  const sqs = () =>
+    new SQSClient({
       region: aws.region,
       maxAttempts,
       cacheMiddleware,
       // Long enough for a 20 s long poll; a hung connection is cut and retried rather than waited on.
       requestHandler: { connectionTimeout: 5_000, requestTimeout: 30_000 },
       ...(aws.sqsEndpoint ? { endpoint: aws.sqsEndpoint, useQueueUrlAsEndpoint: false } : {}),
-    }),
+    });
+  const clients = {
+    sqs: sqs(),
+    sqsPolls: sqs(),
     s3: new S3Client({
       region: aws.region,
       maxAttempts,
@@ -37,7 +47,7 @@ export function createAwsClients(aws: Config["aws"]): AwsClients {
       ...(aws.s3Endpoint ? { endpoint: aws.s3Endpoint, forcePathStyle: true } : {}),
     }),
   };
-  for (const client of [clients.sqs, clients.s3]) {
+  for (const client of [clients.sqs, clients.sqsPolls, clients.s3]) {
     // Lambda's trace header and the SDK's no-op logger: neither is used here, both cost per call.
     client.middlewareStack.remove("recursionDetectionMiddleware");
     client.middlewareStack.remove("loggerMiddleware");

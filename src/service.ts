@@ -54,7 +54,12 @@ export class Service {
    * after the drain; a Redis connection behind it is the caller's to quit after that.
    */
   constructor(
-    deps: AwsClients & { log: Logger; env?: NodeJS.ProcessEnv; limits?: PartnerLimits },
+    deps: Pick<AwsClients, "sqs" | "s3"> &
+      Partial<Pick<AwsClients, "sqsPolls">> & {
+        log: Logger;
+        env?: NodeJS.ProcessEnv;
+        limits?: PartnerLimits;
+      },
     config: Config,
   ) {
     this.#config = config;
@@ -70,7 +75,16 @@ export class Service {
       { dispatch: config.dispatch, partners: config.partners },
     );
     this.relays = config.queues.map(
-      (q) => new Relay({ sqs: deps.sqs, log: deps.log, partners: this.partners }, q),
+      (q) =>
+        new Relay(
+          {
+            sqs: deps.sqs,
+            ...(deps.sqsPolls ? { sqsPolls: deps.sqsPolls } : {}),
+            log: deps.log,
+            partners: this.partners,
+          },
+          q,
+        ),
     );
   }
 

@@ -37,6 +37,7 @@ await runContender(async (spec, meter) => {
   });
   const clients = createAwsClients(config.aws);
   meter.attachSqs(clients.sqs);
+  meter.attachSqs(clients.sqsPolls);
   meter.attachS3(clients.s3);
   const log = pino({ level: config.logLevel, base: { contender: "octorelay" } }, pino.destination(2));
   const layer = buildLimitsLayer({ log }, config.cluster);

@@ -41,8 +41,7 @@ export async function start(options: { config?: string | undefined }): Promise<n
   log.info({ store: layer.store }, `partner limits: ${layer.description}`);
   const service = new Service({ ...clients, log, limits: layer.limits }, config);
   const metrics = new Metrics(service, config.ops);
-  metrics.instrument(clients.sqs, "sqs");
-  metrics.instrument(clients.s3, "s3");
+  metrics.instrumentClients(clients);
   metrics.observeLimitsStore(layer);
   let ops: OpsServer | undefined;
   if (config.ops.enabled) {

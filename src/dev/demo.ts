@@ -22,7 +22,7 @@ import { Metrics } from "../ops/metrics.ts";
 import { type OpsServer, startOpsServer } from "../ops/ops-server.ts";
 import type { Relay } from "../pipeline/relay.ts";
 import { Service } from "../service.ts";
-import { provisionOnDemand, startEmbeddedAws } from "./emulator.ts";
+import { type OwnClients, provisionOnDemand, startEmbeddedAws } from "./emulator.ts";
 
 export interface DemoOptions {
   messages: number;
@@ -61,7 +61,7 @@ class Demo {
   readonly #config: Config;
   readonly #options: DemoOptions;
   /** The demo's own clients (making queues, sending traffic, listing), apart from the service's. */
-  readonly #own: AwsClients;
+  readonly #own: OwnClients;
   readonly #status = new StatusLine();
   /** Counting from the demo's start, so its first status line already shows a rate. */
   readonly #rate = new RecentRate(5000, Date.now());
@@ -76,7 +76,7 @@ class Demo {
   /** The ops token made for this run when none was configured; printed once. */
   readonly #generatedToken: string | undefined;
 
-  constructor(config: Config, options: DemoOptions, own: AwsClients, generatedToken?: string) {
+  constructor(config: Config, options: DemoOptions, own: OwnClients, generatedToken?: string) {
     this.#config = config;
     this.#generatedToken = generatedToken;
     this.#own = own;
@@ -112,8 +112,7 @@ class Demo {
     const urls = await createResources(own.sqs, own.s3, config.queues);
     const service = new Service({ ...clients, log }, config);
     const metrics = new Metrics(service, config.ops);
-    metrics.instrument(clients.sqs, "sqs");
-    metrics.instrument(clients.s3, "s3");
+    metrics.instrumentClients(clients);
     const ops = config.ops.enabled ? await this.#startOps(service, metrics, clients) : undefined;
     try {
       await service.start();

@@ -8,11 +8,14 @@ import { CreateQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { startFauxqs } from "fauxqs";
 import type { AwsClients } from "../aws-clients.ts";
 
+/** A command's own clients: no long polls among its calls, so one SQS client. */
+export type OwnClients = Pick<AwsClients, "sqs" | "s3">;
+
 export interface EmbeddedAws {
   address: string;
   region: string;
   /** Clients for the command's own calls (creating queues, sending samples), outside any tap. */
-  own: AwsClients;
+  own: OwnClients;
   stop(): Promise<void>;
 }
 
@@ -44,7 +47,7 @@ export async function startEmbeddedAws(credentialsName: string): Promise<Embedde
  * SendMessageBatch names (by its name: an AWS queue URL becomes the emulator's queue of that name).
  * Low priority, so taps added beside it see the call as the service made it.
  */
-export function provisionOnDemand(clients: AwsClients, own: AwsClients): void {
+export function provisionOnDemand(clients: AwsClients, own: OwnClients): void {
   const buckets = new Set<string>();
   clients.s3.middlewareStack.add(
     (next, context) => async (args) => {

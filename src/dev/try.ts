@@ -18,14 +18,14 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import pinoPretty from "pino-pretty";
-import { type AwsClients, createAwsClients } from "../aws-clients.ts";
+import { createAwsClients } from "../aws-clients.ts";
 import { explainError } from "../cli/errors.ts";
 import { StatusLine } from "../cli/status.ts";
 import { APP_ROOT, type Config, loadConfig, type QueueConfig } from "../config.ts";
 import { ConfigError } from "../errors.ts";
 import { createLogger } from "../logger.ts";
 import { Service } from "../service.ts";
-import { provisionOnDemand, startEmbeddedAws } from "./emulator.ts";
+import { type OwnClients, provisionOnDemand, startEmbeddedAws } from "./emulator.ts";
 
 export interface TryOptions {
   handler: string;
@@ -190,7 +190,7 @@ class TryRun {
   readonly #options: TryOptions;
   readonly #samples: Sample[];
   readonly #source: string;
-  readonly #own: AwsClients;
+  readonly #own: OwnClients;
   readonly #status = new StatusLine(process.stderr);
   /** By SQS message id. */
   readonly #messages = new Map<string, Tracked>();
@@ -200,7 +200,7 @@ class TryRun {
   #settled = 0;
   #onSettled: (() => void) | undefined;
 
-  constructor(config: Config, options: TryOptions, samples: Sample[], source: string, own: AwsClients) {
+  constructor(config: Config, options: TryOptions, samples: Sample[], source: string, own: OwnClients) {
     this.#config = config;
     this.#own = own;
     this.#options = options;

@@ -1,6 +1,7 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { AwsClients } from "../aws-clients.ts";
 import type { OpsConfig } from "../config.ts";
 import type { RelayCounters } from "../pipeline/counters.ts";
 import type { Service } from "../service.ts";
@@ -252,6 +253,13 @@ export class Metrics {
   /** Reads `octorelay_partner_limits_errors_total` from the limits layer (src/partners/cluster.ts). */
   observeLimitsStore(store: { readonly errors: number }): void {
     this.#limitsErrors = () => store.errors;
+  }
+
+  /** Counts every call of the service's clients; both SQS clients count as service "sqs". */
+  instrumentClients(clients: AwsClients): void {
+    this.instrument(clients.sqs, "sqs");
+    this.instrument(clients.sqsPolls, "sqs");
+    this.instrument(clients.s3, "s3");
   }
 
   /** Counts every call a client makes, through the SDK's middleware stack. */

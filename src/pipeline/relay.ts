@@ -18,6 +18,8 @@ export const DEFAULT_MAX_UNACKED_BYTES = 64 * 1024 * 1024;
 
 export interface RelayDeps {
   sqs: SQSClient;
+  /** The long polls' client (AwsClients.sqsPolls); `sqs` when not given. */
+  sqsPolls?: SQSClient;
   log: Logger;
   /** Profiles and shared per-partner limits, one directory for all queues of the process. */
   partners: PartnerDirectory;
@@ -188,7 +190,7 @@ export class Relay {
     const pool = this.#pool;
     const poller = new Poller(
       {
-        sqs,
+        sqs: this.#deps.sqsPolls ?? sqs,
         log,
         events: this.events,
         demand: {

@@ -40,14 +40,15 @@ type Call<Op extends SqsBatchOperation> = (
   sqs: SQSClient,
   queueUrl: string,
   entries: Entries[Op][],
-  abortSignal: AbortSignal,
 ) => Promise<{ Failed?: BatchResultErrorEntry[] }>;
 
+// No per-call options (an abort signal): those make the SDK resolve its middleware stack afresh on
+// every call. Nothing needs aborting here: stop() comes after settle(), which waits for every call.
 const CALLS: { [Op in SqsBatchOperation]: Call<Op> } = {
-  DeleteMessageBatch: (sqs, QueueUrl, Entries, abortSignal) =>
-    sqs.send(new DeleteMessageBatchCommand({ QueueUrl, Entries }), { abortSignal }),
-  ChangeMessageVisibilityBatch: (sqs, QueueUrl, Entries, abortSignal) =>
-    sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl, Entries }), { abortSignal }),
+  DeleteMessageBatch: (sqs, QueueUrl, Entries) =>
+    sqs.send(new DeleteMessageBatchCommand({ QueueUrl, Entries })),
+  ChangeMessageVisibilityBatch: (sqs, QueueUrl, Entries) =>
+    sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl, Entries })),
 };
 
 /** Why an entry was given up on. */
@@ -173,7 +174,6 @@ export class SqsEntryBatcher<T, Op extends SqsBatchOperation> {
         this.#sqs,
         queueUrl,
         sent.map((s) => s.entry),
-        this.#signal,
       );
       this.#events.emit("sqs-call", SQS_CALL[operation].ok);
       for (const f of out.Failed ?? []) {

@@ -151,7 +151,7 @@ export const test = base
     ({ emulator, teardown, stopTimeoutMs }) =>
       async (
         overrides: ServiceOverrides,
-        clients: { sqs?: SQSClient; s3?: S3Client; env?: NodeJS.ProcessEnv } = {},
+        clients: { sqs?: SQSClient; sqsPolls?: SQSClient; s3?: S3Client; env?: NodeJS.ProcessEnv } = {},
       ): Promise<Service> => {
         const service = stopOnce(await startService(emulator, overrides, clients));
         teardown.stop(() => service.stop(AbortSignal.timeout(stopTimeoutMs)));

@@ -38,11 +38,17 @@ export function sampleHandler(name: string): string {
 export async function startService(
   emu: Emulator,
   overrides: ServiceOverrides,
-  clients: { sqs?: SQSClient; s3?: S3Client; env?: NodeJS.ProcessEnv } = {},
+  clients: { sqs?: SQSClient; sqsPolls?: SQSClient; s3?: S3Client; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Service> {
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const service = new Service(
-    { sqs: clients.sqs ?? emu.sqs, s3: clients.s3 ?? emu.s3, log, env: clients.env ?? {} },
+    {
+      sqs: clients.sqs ?? emu.sqs,
+      ...(clients.sqsPolls ? { sqsPolls: clients.sqsPolls } : {}),
+      s3: clients.s3 ?? emu.s3,
+      log,
+      env: clients.env ?? {},
+    },
     testConfig(emu, overrides),
   );
   await service.start();

@@ -1,4 +1,6 @@
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { describe, expect } from "vitest";
+import { createAwsClients } from "../../src/aws-clients.ts";
 import {
   createQueue,
   queueDepth,
@@ -55,6 +57,52 @@ describe("relay end to end (real SDK clients against the emulator)", () => {
     expect(new Set(records.map((r) => r.account)).size).toBe(M);
     expect(await queueDepth(emu, q.url)).toBe(0);
     expect(await receiveAll(emu, q.dlqUrl)).toHaveLength(0);
+  });
+
+  it("long polls go through a client of their own; every other SQS call is sent without per-call options, so the SDK's cached middleware serves it", async ({
+    emulator: emu,
+    queue: q,
+    bucket,
+    startService,
+  }) => {
+    const clients = createAwsClients({
+      region: emu.region,
+      sqsEndpoint: emu.endpoint,
+      s3Endpoint: emu.endpoint,
+    });
+    // What each client is asked to send, and whether with options (any options, an abort signal
+    // included, make the SDK resolve the middleware stack afresh and drop its cached one).
+    const sent = (client: SQSClient) => {
+      const calls: { command: string; options: boolean }[] = [];
+      const send = client.send.bind(client) as (...args: unknown[]) => Promise<unknown>;
+      (client as { send: unknown }).send = (command: object, ...rest: unknown[]) => {
+        calls.push({ command: command.constructor.name, options: rest[0] !== undefined });
+        return send(command, ...rest);
+      };
+      return calls;
+    };
+    const pipeline = sent(clients.sqs);
+    const polls = sent(clients.sqsPolls);
+    const N = 50;
+    await sendBodies(
+      emu,
+      q.url,
+      Array.from({ length: N }, (_, n) => ({ account: `acct-${n % 3}`, n })),
+    );
+    const service = await startService(relayTo(bucket, queueOf(q, "passthrough.ts")), {
+      sqs: clients.sqs,
+      sqsPolls: clients.sqsPolls,
+      s3: clients.s3,
+    });
+    const relay = service.relays[0];
+    await waitFor("every message deleted", () => relay?.stats.deleted === N);
+
+    expect(await readDelivered(emu, bucket)).toHaveLength(N);
+    expect(new Set(polls.map((c) => c.command))).toEqual(new Set(["ReceiveMessageCommand"]));
+    const hot = pipeline.filter((c) => c.command === "DeleteMessageBatchCommand");
+    expect(hot.length).toBeGreaterThanOrEqual(N / 10);
+    expect(pipeline.filter((c) => c.command === "ReceiveMessageCommand")).toEqual([]);
+    expect(pipeline.filter((c) => c.options)).toEqual([]);
   });
 
   it("fans one order out to the merchant and each affiliate, and deletes it only once all are delivered", async ({
