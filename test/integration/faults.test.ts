@@ -3,7 +3,7 @@
  * or crashing handlers, handlers slower than the visibility timeout) and accounts for every message.
  */
 import { S3Client } from "@aws-sdk/client-s3";
-import { describe, expect } from "vitest";
+import { describe, expect, onTestFinished } from "vitest";
 import {
   createQueue,
   queueDepth,
@@ -345,6 +345,11 @@ describe("handler failures", () => {
     bucket,
     startService,
   }) => {
+    const aborted: { event: string; id: string; reason: string }[] = [];
+    const channel = new BroadcastChannel("octorelay-stuck");
+    channel.onmessage = (event: MessageEvent) =>
+      aborted.push(event.data as { event: string; id: string; reason: string });
+    onTestFinished(() => channel.close());
     const ids = await sendBodies(emu, q.url, [
       { mode: "sleep", account: "t" },
       { mode: "spin", account: "t" },
@@ -373,6 +378,12 @@ describe("handler failures", () => {
     const attemptOf = (n: number) =>
       (delivered.find((r) => r.id === ids[n])?.payload as { attempt: number } | undefined)?.attempt;
     expect(attemptOf(0)).toBeGreaterThanOrEqual(2);
+    // The one that waits on its signal heard it fire, with the reason, when its time was up.
+    expect(aborted).toContainEqual({
+      event: "aborted",
+      id: ids[0],
+      reason: "handler timed out after 300 ms",
+    });
     expect(attemptOf(1)).toBeGreaterThanOrEqual(2);
     expect(service.relays[0]?.stats.handlerFailures).toBeGreaterThanOrEqual(2);
   });
