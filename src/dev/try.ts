@@ -220,7 +220,9 @@ class TryRun {
       queue.visibilityTimeoutSec,
     );
     const clients = createAwsClients(config.aws);
+    // Receives go through the polls' client, everything else through the other: both are read.
     this.#tapSqs(clients.sqs);
+    this.#tapSqs(clients.sqsPolls);
     this.#tapS3(clients.s3);
     provisionOnDemand(clients, own);
     const restoreFetch = this.#tapFetch();
