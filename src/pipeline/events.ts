@@ -3,7 +3,7 @@
  * (the relay's counters in counters.ts, the histograms in src/ops/metrics.ts). No stage keeps or
  * writes a counter of its own.
  */
-import type { HandlerOutcome } from "./handler-worker.ts";
+import type { HandlerOutcome } from "./handler-hop.ts";
 import type { ReleaseCause } from "./message-policy.ts";
 
 /** Why a message went back to SQS: the policy's causes, and the relay's own. */

@@ -4,14 +4,17 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { Piscina } from "piscina";
 import type { RelayEventSink } from "./events.ts";
-import type {
-  BatchTask,
-  HandlerOutcome,
-  HandlerTask,
-  HandlerWorkerData,
-  ProbeTask,
-  TimedOutcome,
-} from "./handler-worker.ts";
+import {
+  type BatchOutcomes,
+  type BatchTask,
+  type HandlerOutcome,
+  type HandlerTask,
+  type ProbeTask,
+  packTasks,
+  type TimedOutcome,
+  unpackOutcomes,
+} from "./handler-hop.ts";
+import type { HandlerWorkerData } from "./handler-worker.ts";
 
 /** Past its timeout, a handler gets this long to notice its aborted signal before its thread is killed. */
 const HARD_TIMEOUT_GRACE_MS = 5000;
@@ -50,7 +53,7 @@ export type PoolOutcome = HandlerOutcome | { kind: "cancelled" };
 
 interface Waiting {
   task: HandlerTask;
-  resolve: (outcome: PoolOutcome) => void;
+  done: (outcome: PoolOutcome) => void;
 }
 
 /**
@@ -61,7 +64,7 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
   readonly #options: HandlerPoolOptions;
   readonly #log: Logger;
   readonly #events: RelayEventSink;
-  #piscina: Piscina<BatchTask | ProbeTask, TimedOutcome[] | HandlerOutcome>;
+  #piscina: Piscina<BatchTask | ProbeTask, BatchOutcomes | HandlerOutcome>;
   readonly #waiting: Waiting[] = [];
   #running = 0;
   #idle: (() => void)[] = [];
@@ -78,20 +81,22 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     this.#piscina = this.#createPiscina();
   }
 
-  #createPiscina(): Piscina<BatchTask | ProbeTask, TimedOutcome[] | HandlerOutcome> {
+  #createPiscina(): Piscina<BatchTask | ProbeTask, BatchOutcomes | HandlerOutcome> {
     const o = this.#options;
     const workerData: HandlerWorkerData = {
       handlerPath: o.handlerPath,
       queue: o.queue,
       handlerTimeoutMs: o.handlerTimeoutMs,
     };
-    const piscina = new Piscina<BatchTask | ProbeTask, TimedOutcome[] | HandlerOutcome>({
+    const piscina = new Piscina<BatchTask | ProbeTask, BatchOutcomes | HandlerOutcome>({
       filename: WORKER_FILE,
       minThreads: o.threads,
       maxThreads: o.threads,
       concurrentTasksPerWorker: Math.ceil(o.concurrency / o.threads),
       // Handlers are async and may keep I/O open between tasks; sync atomics would freeze them.
       atomics: "disabled",
+      // Its run and wait time histograms: nobody reads them (the handler's time is measured in the worker).
+      recordTiming: false,
       idleTimeout: Number.POSITIVE_INFINITY,
       workerData,
     });
@@ -119,24 +124,26 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     return this.#running;
   }
 
-  /** Resolves with the handler's outcome; never rejects (a crash or timeout is a "failed" outcome). */
-  run(task: HandlerTask): Promise<PoolOutcome> {
-    return new Promise((resolve) => {
-      this.#waiting.push({ task, resolve });
-      // At the end of the tick: the messages of one receive arrive together and go out in few hops.
-      if (this.#nextQueued) return;
-      this.#nextQueued = true;
-      queueMicrotask(() => {
-        this.#nextQueued = false;
-        this.#next();
-      });
+  /**
+   * Runs the handler on `task`; `done` hears its outcome, once (a crash or a timeout is a "failed"
+   * outcome, never a throw). A callback, not a promise: per message, a promise and its reactions were
+   * a good part of the main thread's bookkeeping.
+   */
+  submit(task: HandlerTask, done: (outcome: PoolOutcome) => void): void {
+    this.#waiting.push({ task, done });
+    // At the end of the tick: the messages of one receive arrive together and go out in few hops.
+    if (this.#nextQueued) return;
+    this.#nextQueued = true;
+    queueMicrotask(() => {
+      this.#nextQueued = false;
+      this.#next();
     });
   }
 
-  /** Cancels tasks not yet started (shutdown): they resolve "cancelled" so their messages are released. */
+  /** Cancels tasks not yet started (shutdown): they end "cancelled" so their messages are released. */
   cancelWaiting(): number {
     const cancelled = this.#waiting.splice(0);
-    for (const w of cancelled) w.resolve({ kind: "cancelled" });
+    for (const w of cancelled) this.#done(w, { kind: "cancelled" });
     return cancelled.length;
   }
 
@@ -173,13 +180,22 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
       this.#running += group.length;
       void this.#execute(group.map((w) => w.task)).then((outcomes) => {
         this.#running -= group.length;
-        for (const [i, w] of group.entries()) w.resolve(outcomes[i] as HandlerOutcome);
+        for (let i = 0; i < group.length; i++) this.#done(group[i] as Waiting, outcomes[i] as HandlerOutcome);
         this.#next();
         if (this.#running === 0 && this.#waiting.length === 0) {
           for (const resolve of this.#idle.splice(0)) resolve();
         }
         this.emit("free");
       });
+    }
+  }
+
+  /** One message's outcome to its caller: a throw there must not cost its group-mates theirs. */
+  #done(waiting: Waiting, outcome: PoolOutcome): void {
+    try {
+      waiting.done(outcome);
+    } catch (err) {
+      this.#log.error({ err, messageId: waiting.task.id }, "acting on a handler's outcome threw");
     }
   }
 
@@ -225,7 +241,8 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
       }, this.#options.handlerTimeoutMs + HARD_TIMEOUT_GRACE_MS);
     });
     try {
-      return await Promise.race([piscina.run({ batch: tasks }) as Promise<TimedOutcome[]>, wedged]);
+      const ran = (piscina.run(packTasks(tasks)) as Promise<BatchOutcomes>).then(unpackOutcomes);
+      return await Promise.race([ran, wedged]);
     } catch (err) {
       // A thread that died (uncaught error, process.exit, out of memory) is replaced by piscina.
       this.#log.warn(
@@ -238,7 +255,7 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
     }
   }
 
-  #replace(wedged: Piscina<BatchTask | ProbeTask, TimedOutcome[] | HandlerOutcome>): void {
+  #replace(wedged: Piscina<BatchTask | ProbeTask, BatchOutcomes | HandlerOutcome>): void {
     if (this.#piscina !== wedged) return;
     this.#piscina = this.#createPiscina();
     void wedged

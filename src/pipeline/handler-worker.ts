@@ -10,6 +10,17 @@ import { dirname, extname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { workerData } from "node:worker_threads";
 import { type Handler, type HandlerMessage, type HandlerOutput, invalidOutput } from "../handler-contract.ts";
+import {
+  type BatchOutcomes,
+  type BatchTask,
+  type HandlerOutcome,
+  type HandlerTask,
+  type OutputLine,
+  type ProbeTask,
+  packOutcomes,
+  type TimedOutcome,
+  taskAt,
+} from "./handler-hop.ts";
 
 /** The contract beside this file: .ts from source, .js in dist/, the module this thread already uses. */
 const CONTRACT_URL = new URL(`../handler-contract${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
@@ -29,46 +40,6 @@ registerHooks({
     return nextLoad(url, context);
   },
 });
-
-export interface HandlerTask {
-  id: string;
-  body: string;
-  attributes: Record<string, string>;
-  messageAttributes: Record<string, string>;
-  receiveCount: number;
-  /** When the relay received the message, ISO 8601. */
-  receivedAt: string;
-}
-
-/** One NDJSON line per output, already serialised. */
-export interface OutputLine {
-  account: string;
-  line: string;
-}
-
-export type HandlerOutcome =
-  | { kind: "ok"; outputs: OutputLine[] }
-  | { kind: "poison"; reason: string }
-  | { kind: "failed"; reason: string };
-
-/** The probe the pool runs once at start: loads the module and checks its default export. */
-export interface ProbeTask {
-  probe: true;
-}
-
-/**
- * Several messages in one thread hop: they run at once, and the outcomes come back together, in
- * order. One postMessage each way instead of one per message.
- */
-export interface BatchTask {
-  batch: HandlerTask[];
-}
-
-/** A message's outcome and how long its handler took (parse and serialisation included), seconds. */
-export interface TimedOutcome {
-  outcome: HandlerOutcome;
-  seconds: number;
-}
 
 export interface HandlerWorkerData {
   handlerPath: string;
@@ -194,9 +165,9 @@ function stackLocation(stack: string): string | undefined {
   return own?.at;
 }
 
-export default function run(task: BatchTask | ProbeTask): Promise<TimedOutcome[] | HandlerOutcome> {
+export default function run(task: BatchTask | ProbeTask): Promise<BatchOutcomes | HandlerOutcome> {
   if ("probe" in task) return loadHandler().then(() => ({ kind: "ok", outputs: [] }));
-  return loadHandler().then((handle) => runBatch(handle, task.batch));
+  return loadHandler().then((handle) => runBatch(handle, task).then(packOutcomes));
 }
 
 /**
@@ -206,12 +177,12 @@ export default function run(task: BatchTask | ProbeTask): Promise<TimedOutcome[]
  * were most of this thread's work for a fast handler). The signal fires when the time is up for
  * those still running; for those done by then it no longer matters.
  */
-function runBatch(handle: Handler, tasks: HandlerTask[]): Promise<TimedOutcome[]> {
+function runBatch(handle: Handler, batch: BatchTask): Promise<TimedOutcome[]> {
   const startedMs = performance.now();
-  // Filled, not holey: a holey array is slower to clone back to the main thread.
-  const outcomes: (TimedOutcome | undefined)[] = tasks.map(() => undefined);
+  const count = batch.ids.length;
+  const outcomes: (TimedOutcome | undefined)[] = new Array(count);
   const timeout = new AbortController();
-  let left = tasks.length;
+  let left = count;
   return new Promise((resolve) => {
     const settle = (i: number, outcome: HandlerOutcome) => {
       if (outcomes[i] !== undefined) return;
@@ -223,12 +194,11 @@ function runBatch(handle: Handler, tasks: HandlerTask[]): Promise<TimedOutcome[]
     const timer = setTimeout(() => {
       const reason = new Error(`handler timed out after ${handlerTimeoutMs} ms`);
       timeout.abort(reason);
-      for (let i = 0; i < tasks.length; i++) {
+      for (let i = 0; i < count; i++)
         settle(i, { kind: "failed", reason: `${reason.name}: ${reason.message}` });
-      }
     }, handlerTimeoutMs);
-    for (let i = 0; i < tasks.length; i++) {
-      runOne(handle, tasks[i] as HandlerTask, timeout.signal, (outcome) => settle(i, outcome));
+    for (let i = 0; i < count; i++) {
+      runOne(handle, taskAt(batch, i), timeout.signal, (outcome) => settle(i, outcome));
     }
   });
 }

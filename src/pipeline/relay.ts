@@ -6,8 +6,8 @@ import { Acker, type Ticket } from "./acker.ts";
 import { countEvents, type RelayCounters } from "./counters.ts";
 import { DeadLetter } from "./dead-letter.ts";
 import { RelayEventEmitter } from "./events.ts";
+import type { HandlerTask } from "./handler-hop.ts";
 import { HandlerPool } from "./handler-pool.ts";
-import type { HandlerTask } from "./handler-worker.ts";
 import { type Decision, decide, type MessageOutcome, type QueuePolicy } from "./message-policy.ts";
 import { Poller } from "./poller.ts";
 import { type ResolvedQueue, resolveQueue } from "./queue-resolution.ts";
@@ -310,24 +310,30 @@ export class Relay {
       const ticket = running.acker.track(message, receivedAtMs);
       if (!ticket) continue;
       this.#handling++;
-      void this.#pool
-        .run(toTask(message, ticket, receivedAt))
-        .then((outcome) => this.#act(running, ticket, outcome))
-        .finally(() => {
-          this.#handling--;
-          if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
-        });
+      this.#pool.submit(toTask(message, ticket, receivedAt), (outcome) => {
+        const acting = this.#act(running, ticket, outcome);
+        if (acting) void acting.finally(this.#handledOne);
+        else this.#handledOne();
+      });
     }
   }
+
+  /** A message's outcome has been acted on (routed, released or dead-lettered). */
+  readonly #handledOne = (): void => {
+    this.#handling--;
+    if (this.#handling === 0) for (const resolve of this.#handledWaiters.splice(0)) resolve();
+  };
 
   #handled(): Promise<void> {
     if (this.#handling === 0) return Promise.resolve();
     return new Promise((resolve) => this.#handledWaiters.push(resolve));
   }
 
-  /** Resolves once the message is routed, released or dead-lettered. */
-  /** Decides what becomes of the message and does it. */
-  async #act(running: Running, ticket: Ticket, outcome: MessageOutcome): Promise<void> {
+  /**
+   * Decides what becomes of the message and does it: at once, or, for a dead letter, by the promise
+   * returned (it resolves once the message is dead-lettered or released).
+   */
+  #act(running: Running, ticket: Ticket, outcome: MessageOutcome): Promise<void> | undefined {
     const { acker, router, deadLetter, policy } = running;
     const decision = decide(outcome, { receiveCount: ticket.receiveCount, queue: policy, holding: router });
     switch (decision.action) {
@@ -349,9 +355,10 @@ export class Relay {
         return;
       case "dead-letter":
         // If it cannot be sent now, it comes back later and is tried again.
-        if (await deadLetter.send(ticket.message, decision.reason)) acker.done(ticket);
-        else acker.release(ticket, decision.retryDelaySec, "dead-letter-failed");
-        return;
+        return deadLetter.send(ticket.message, decision.reason).then((sent) => {
+          if (sent) acker.done(ticket);
+          else acker.release(ticket, decision.retryDelaySec, "dead-letter-failed");
+        });
     }
   }
 
