@@ -220,11 +220,17 @@ export class Dispatcher<T> {
     if (this.#flights.size >= this.#options.maxConcurrentFlushes || this.#buffer.length === 0) return;
     let count = 0;
     let bytes = 0;
-    while (count < this.#buffer.length && count < this.#options.maxRecords) {
-      const size = Buffer.byteLength((this.#buffer[count] as DispatchRecord<T>).line);
-      if (count > 0 && bytes + size > this.#options.maxBytes) break;
-      bytes += size;
-      count++;
+    if (this.#buffer.length <= this.#options.maxRecords && this.#bufferedBytes <= this.#options.maxBytes) {
+      // All of it fits (the usual case): its size is known already.
+      count = this.#buffer.length;
+      bytes = this.#bufferedBytes;
+    } else {
+      while (count < this.#buffer.length && count < this.#options.maxRecords) {
+        const size = Buffer.byteLength((this.#buffer[count] as DispatchRecord<T>).line);
+        if (count > 0 && bytes + size > this.#options.maxBytes) break;
+        bytes += size;
+        count++;
+      }
     }
     // Taking the whole buffer (the usual case) swaps in a fresh array: no copy, and an idle
     // dispatcher does not keep a grown backing store.

@@ -381,7 +381,9 @@ export class Relay {
 
 function toTask(message: Message, ticket: Ticket, receivedAt: string): HandlerTask {
   const messageAttributes: Record<string, string> = {};
-  for (const [name, value] of Object.entries(message.MessageAttributes ?? {})) {
+  const sent = message.MessageAttributes;
+  for (const name in sent) {
+    const value = sent[name] as NonNullable<typeof sent>[string];
     messageAttributes[name] =
       value.StringValue ?? (value.BinaryValue ? Buffer.from(value.BinaryValue).toString("base64") : "");
   }
