@@ -7,15 +7,16 @@
  * DeleteMessageBatch (entries of several objects share a batch of 10) once it is written.
  *
  * No handler pool, no per-account actors, no heartbeats, no partner limits, no retries of its own;
- * its SDK clients are configured as octorelay's production ones are. What it keeps
+ * its SDK clients are octorelay's production ones, and its receives ask what octorelay's do. What it keeps
  * of octorelay's settings is what shapes the calls: the receive loops, the flush interval, the records
  * per object, and maxUnacked (without it the loops would hold the whole queue and write fewer, larger
  * objects than octorelay can). Its objects are read back by the same delivery check.
  */
 import { randomUUID } from "node:crypto";
 import { gzipSync } from "node:zlib";
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { DeleteMessageBatchCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { createAwsClients } from "../../src/aws-clients.ts";
 import { runContender } from "../lib/contender.ts";
 
 const RECEIVE_LOOPS = 8;
@@ -28,30 +29,17 @@ interface Pending {
 }
 
 await runContender(async (spec, meter) => {
-  // The SDK options of octorelay's production clients (src/aws-clients.ts), so that the clients do
-  // the same per call and the difference is the pipeline: middleware cache on, checksums only when
-  // the API requires one, no logger or recursion-detection middleware. No retries beyond the SDK's.
-  const sqs = new SQSClient({
+  // octorelay's production clients themselves (src/aws-clients.ts), so that the calls cost the same
+  // and the difference is the pipeline: middleware cache on, the long polls on a client of their own,
+  // checksums only when the API requires one, no logger or recursion-detection middleware.
+  const clients = createAwsClients({
     region: spec.region,
-    endpoint: spec.endpoint,
-    useQueueUrlAsEndpoint: false,
-    maxAttempts: 3,
-    cacheMiddleware: true,
+    sqsEndpoint: spec.endpoint,
+    s3Endpoint: spec.endpoint,
   });
-  const s3 = new S3Client({
-    region: spec.region,
-    endpoint: spec.endpoint,
-    forcePathStyle: true,
-    maxAttempts: 3,
-    cacheMiddleware: true,
-    requestChecksumCalculation: "WHEN_REQUIRED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-  });
-  for (const client of [sqs, s3]) {
-    client.middlewareStack.remove("recursionDetectionMiddleware");
-    client.middlewareStack.remove("loggerMiddleware");
-  }
+  const { sqs, sqsPolls, s3 } = clients;
   meter.attachSqs(sqs);
+  meter.attachSqs(sqsPolls);
   meter.attachS3(s3);
   const { flushIntervalMs, maxRecords } = spec.octorelay.dispatch;
   const maxUnacked = spec.octorelay.maxUnacked;
@@ -72,12 +60,15 @@ await runContender(async (spec, meter) => {
         await new Promise<void>((resolve) => roomWaiters.push(resolve));
       }
       if (abort.signal.aborted) return;
-      const out = await sqs.send(
+      // The request octorelay's poller sends: its handlers are given every attribute.
+      const out = await sqsPolls.send(
         new ReceiveMessageCommand({
           QueueUrl: spec.queueUrl,
           MaxNumberOfMessages: 10,
           WaitTimeSeconds: spec.octorelay.waitTimeSec,
           VisibilityTimeout: spec.octorelay.visibilityTimeoutSec,
+          MessageSystemAttributeNames: ["All"],
+          MessageAttributeNames: ["All"],
         }),
         { abortSignal: abort.signal },
       );

@@ -376,8 +376,8 @@ function workSection(runs: RunRecord[]): string[] {
     ),
     "",
     ...runProblems(runs),
-    "- **work-ceiling** (bench/contenders/work-ceiling.ts): octorelay's AWS work done bare: 8 loops of " +
-      "ReceiveMessage(10); each body parsed and made into octorelay's NDJSON line; records grouped per account; every " +
+    "- **work-ceiling** (bench/contenders/work-ceiling.ts): octorelay's AWS work done bare, through octorelay's " +
+      "production SDK clients: 8 loops of ReceiveMessage(10, every attribute, as octorelay asks); each body parsed and made into octorelay's NDJSON line; records grouped per account; every " +
       "flush interval one gzip NDJSON PutObject per account (at once at maxRecords), at most 32 in flight; the messages " +
       "deleted in DeleteMessageBatch(10) once their object is written; held messages capped at octorelay's maxUnacked. " +
       "No handler pool, no actors, no heartbeats, no limits, no retries.",
