@@ -18,8 +18,11 @@ import type { HandlerWorkerData } from "./handler-worker.ts";
 
 /** Past its timeout, a handler gets this long to notice its aborted signal before its thread is killed. */
 const HARD_TIMEOUT_GRACE_MS = 5000;
-/** Most messages sent to a thread in one hop: a receive's worth. */
-const MAX_BATCH = 10;
+/**
+ * Most messages sent to a thread in one hop. A group also takes at most its thread's share of the
+ * concurrency, so one group never leaves the other threads idle.
+ */
+const MAX_BATCH = 32;
 /** Short of slots, a group waits for this many (or all it needs, or half the concurrency). */
 const MIN_GROUP = 5;
 /**
@@ -131,10 +134,11 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
    */
   submit(task: HandlerTask, done: (outcome: PoolOutcome) => void): void {
     this.#waiting.push({ task, done });
-    // At the end of the tick: the messages of one receive arrive together and go out in few hops.
+    // After this turn of the event loop's I/O: the messages of every receive answered in it go out
+    // together, in few hops (at the end of the tick, each receive's went as a group of its own).
     if (this.#nextQueued) return;
     this.#nextQueued = true;
-    queueMicrotask(() => {
+    setImmediate(() => {
       this.#nextQueued = false;
       this.#next();
     });
@@ -160,11 +164,12 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
 
   /**
    * Starts waiting tasks while slots are free: one by one, or, for fast handlers, in groups of up to
-   * MAX_BATCH (piscina spreads the groups over the threads).
+   * a thread's share of the concurrency (piscina spreads the groups over the threads).
    */
   #next(): void {
     const { concurrency } = this.#options;
     const grouped = this.#typicalMs < GROUP_BELOW_MS;
+    const maxGroup = Math.min(MAX_BATCH, Math.ceil(concurrency / this.#options.threads));
     // Short of slots, a group waits for a few to free rather than go out one message per completion
     // (GenStage's min_demand): a group's completion frees a group's worth.
     const minGroup = Math.min(MIN_GROUP, Math.ceil(concurrency / 2));
@@ -172,7 +177,7 @@ export class HandlerPool extends EventEmitter<{ free: [] }> {
       let size = 1;
       if (grouped) {
         const free = concurrency - this.#running;
-        const wanted = Math.min(MAX_BATCH, this.#waiting.length);
+        const wanted = Math.min(maxGroup, this.#waiting.length);
         if (free < Math.min(wanted, minGroup) && this.#running > 0) return;
         size = Math.min(wanted, free);
       }
