@@ -183,6 +183,7 @@ function runBatch(handle: Handler, batch: BatchTask): Promise<TimedOutcome[]> {
   const outcomes: (TimedOutcome | undefined)[] = new Array(count);
   const timeout = new AbortController();
   let left = count;
+  if (count === 0) return Promise.resolve([]);
   return new Promise((resolve) => {
     const settle = (i: number, outcome: HandlerOutcome) => {
       if (outcomes[i] !== undefined) return;
@@ -236,15 +237,16 @@ function runOne(
     }
   };
   let result: unknown;
+  let thenable: boolean;
   try {
     result = handle(message);
+    thenable = typeof (result as PromiseLike<unknown> | undefined)?.then === "function";
   } catch (err) {
     failed(err);
     return;
   }
-  if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function") {
-    Promise.resolve(result).then(returned, failed);
-  } else returned(result);
+  if (thenable) Promise.resolve(result).then(returned, failed);
+  else returned(result);
 }
 
 /** A handler's throw: permanent (marked so) is poison, anything else is worth a retry. */

@@ -311,9 +311,18 @@ export class Relay {
       if (!ticket) continue;
       this.#handling++;
       this.#pool.submit(toTask(message, ticket, receivedAt), (outcome) => {
-        const acting = this.#act(running, ticket, outcome);
-        if (acting) void acting.finally(this.#handledOne);
-        else this.#handledOne();
+        let acting: Promise<void> | undefined;
+        try {
+          acting = this.#act(running, ticket, outcome);
+        } finally {
+          // Counted down whatever happened: stop() waits for this count to reach 0.
+          if (!acting) this.#handledOne();
+        }
+        void acting
+          ?.catch((err: unknown) =>
+            this.#log.error({ err, messageId: ticket.id }, "could not act on a handler's outcome"),
+          )
+          .finally(this.#handledOne);
       });
     }
   }
