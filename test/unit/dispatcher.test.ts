@@ -873,14 +873,13 @@ describe("Dispatcher: limits that cannot be granted", () => {
 });
 
 describe("Router: what a partner holds", () => {
-  it("held() counts records in flight and being retried, not only buffered ones", async () => {
-    const destination = new FakeDestination();
-    destination.hold = true;
-    const router = new Router<number>(
+  /** A router batching 3 records, each account to its own destination; outcomes are ignored. */
+  function holdingRouter(destinationOf: (account: string) => FakeDestination) {
+    return new Router<number>(
       {
-        resolve: () => ({
+        resolve: (account) => ({
           dispatch: { ...baseOptions, maxRecords: 3 },
-          destination,
+          destination: destinationOf(account),
           partner: { ...unlimited },
         }),
         park: new FakeDestination(),
@@ -890,6 +889,12 @@ describe("Router: what a partner holds", () => {
       },
       { queue: "orders" },
     );
+  }
+
+  it("held() counts records in flight and being retried, not only buffered ones", async () => {
+    const destination = new FakeDestination();
+    destination.hold = true;
+    const router = holdingRouter(() => destination);
     for (let i = 1; i <= 8; i++) router.route("acme", line(i), i);
     // Two batches of 3 in flight (maxConcurrentFlushes 2), 2 buffered.
     expect(router.get("acme")?.inFlightRecords).toBe(6);
@@ -913,20 +918,7 @@ describe("Router: what a partner holds", () => {
       ["globex", new FakeDestination()],
     ]);
     for (const d of destinations.values()) d.hold = true;
-    const router = new Router<number>(
-      {
-        resolve: (account) => ({
-          dispatch: { ...baseOptions, maxRecords: 3 },
-          destination: destinations.get(account) as FakeDestination,
-          partner: { ...unlimited },
-        }),
-        park: new FakeDestination(),
-        log,
-        events: countedEvents().events,
-        outcomes: { delivered: () => {}, rejected: () => {}, abandoned: () => {} },
-      },
-      { queue: "orders" },
-    );
+    const router = holdingRouter((account) => destinations.get(account) as FakeDestination);
     const acme = destinations.get("acme") as FakeDestination;
     for (let i = 1; i <= 4; i++) router.route("acme", line(i), i);
     for (let i = 5; i <= 6; i++) router.route("globex", line(i), i);
